@@ -1,0 +1,1 @@
+//! The meshfence proxy-wasm filter.

@@ -1,0 +1,1 @@
+//! The binary ruleset format (see `FORMAT.md`).

@@ -1,0 +1,1 @@
+//! A deliberately naive reference interpreter of the IR, used only by tests.
