@@ -247,10 +247,17 @@ fn template_rec(t: &[u8], p: &[u8], depth: u32) -> bool {
                 .rev()
                 .any(|k| template_rec(rest, p.get(k..).unwrap_or_default(), depth + 1))
         }
-        [c, rest @ ..] => match p {
-            [d, prest @ ..] if c == d => template_rec(rest, prest, depth + 1),
-            _ => false,
-        },
+        _ => {
+            // A run of literal bytes, compared at once: only wildcards nest and
+            // count toward the depth limit (a template longer than 32 bytes
+            // must still match).
+            let n = t.iter().position(|&b| b == b'*').unwrap_or(t.len());
+            let (lit, rest) = t.split_at(n);
+            match p.strip_prefix(lit) {
+                Some(prest) => template_rec(rest, prest, depth),
+                None => false,
+            }
+        }
     }
 }
 
@@ -354,6 +361,11 @@ mod tests {
         assert!(template_matches("/**/path/template", "/a/b/path/template"));
         assert!(template_matches("/a/**", "/a/"));
         assert!(template_matches("/a/**", "/a/b/c"));
+        // Longer than the wildcard depth limit, in literal bytes.
+        assert!(template_matches(
+            "/ingest/tenant-a/reports/2026/*/summary",
+            "/ingest/tenant-a/reports/2026/daily/summary"
+        ));
     }
 
     #[test]
