@@ -1,1 +1,4 @@
 //! Test harness.
+
+#[cfg(feature = "envoy")]
+pub mod envoy;
