@@ -644,6 +644,12 @@ impl<'a> Decoder<'a> {
             tag::V_SERVICE_ACCOUNT => {
                 let namespace = self.string(&r, 4)?;
                 let name = self.string(&r, 12)?;
+                let ok = |s: &str| !s.is_empty() && !s.contains('\n');
+                if !ok(&namespace) || !ok(&name) {
+                    return Err(
+                        r.invalid("service account namespace or name is empty or has a newline")
+                    );
+                }
                 ValueMatch::ServiceAccount { namespace, name }
             }
             tag::V_CIDR => {

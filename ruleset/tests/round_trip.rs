@@ -1,0 +1,36 @@
+//! Encode → decode gives back exactly the ruleset that was encoded, and the
+//! encoding is canonical (decode → encode gives back the same bytes).
+
+mod common;
+
+use meshfence_ruleset::format::{from_bytes, layout, to_bytes, Section};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn encode_then_decode_is_identity(rs in common::ruleset()) {
+        let bytes = to_bytes(&rs);
+        let back = from_bytes(&bytes);
+        prop_assert_eq!(back.as_ref(), Ok(&rs));
+        prop_assert_eq!(to_bytes(&back.unwrap()), bytes);
+    }
+
+    #[test]
+    fn layout_covers_the_whole_ruleset(rs in common::ruleset()) {
+        let bytes = to_bytes(&rs);
+        let l = layout(&bytes).unwrap();
+        prop_assert_eq!(l.total_len, bytes.len());
+        let mut at = l.header_len;
+        for s in &l.sections {
+            prop_assert_eq!(s.offset % 4, 0);
+            prop_assert!(s.offset >= at);
+            prop_assert_eq!(s.len, s.records * s.section.record_size());
+            at = s.offset + s.len;
+        }
+        prop_assert_eq!(l.section(Section::Policies).unwrap().records, rs.policies.len());
+        let rules: usize = rs.policies.iter().map(|p| p.rules.len()).sum();
+        prop_assert_eq!(l.section(Section::Rules).unwrap().records, rules);
+    }
+}
