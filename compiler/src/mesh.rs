@@ -1,0 +1,183 @@
+//! The mesh settings file (`--mesh`, DESIGN §11): trust domain and aliases,
+//! root namespace, identity header, trusted forwarders, path and spoofing
+//! policies, and the deny reply. Every key is optional; unknown keys are refused.
+
+use std::path::Path;
+
+use meshfence_ruleset::ir::{IdentityValue, MeshSettings, PathPolicy, SpoofPolicy};
+
+use crate::diagnostics::{Error, Errors};
+use crate::source::{self, Node, Reader, Value};
+
+const KEYS: &[&str] = &[
+    "trustDomain",
+    "trustDomainAliases",
+    "rootNamespace",
+    "identityHeader",
+    "trustedForwarders",
+    "pathPolicy",
+    "spoofedIdentity",
+    "denyStatus",
+    "denyBody",
+];
+
+/// Reads a mesh settings file.
+pub fn load(path: &Path) -> Result<MeshSettings, Errors> {
+    let docs = source::parse_file(path)?;
+    let name = path.display().to_string();
+    parse_docs(&name, docs)
+}
+
+/// Parses mesh settings from text (`file` names it in errors).
+pub fn parse_str(file: &str, text: &str) -> Result<MeshSettings, Errors> {
+    let docs = source::parse_str(file, text)?;
+    parse_docs(file, docs)
+}
+
+fn parse_docs(file: &str, docs: Vec<source::Document>) -> Result<MeshSettings, Errors> {
+    match docs.as_slice() {
+        [] => Ok(MeshSettings::default()),
+        [doc] => from_node(&doc.root),
+        [_, second, ..] => Err(Error::new(
+            second.root.at.clone(),
+            "",
+            format!("{file}: a mesh settings file holds one document"),
+        )
+        .into()),
+    }
+}
+
+/// Reads mesh settings from a parsed node.
+pub fn from_node(root: &Node) -> Result<MeshSettings, Errors> {
+    let mut r = Reader::default();
+    let mut mesh = MeshSettings::default();
+    if let Some(f) = r.fields(root, "", KEYS) {
+        if let Some(n) = f.get("trustDomain") {
+            if let Some(td) = r.string(n, "trustDomain") {
+                check_trust_domain(&mut r, n, "trustDomain", &td);
+                mesh.trust_domain = td;
+            }
+        }
+        if let Some(n) = f.get("trustDomainAliases") {
+            let mut aliases = Vec::new();
+            for (td, item, p) in r.strings(n, "trustDomainAliases") {
+                check_trust_domain(&mut r, item, &p, &td);
+                aliases.push(td);
+            }
+            mesh.trust_domain_aliases = aliases;
+        }
+        if let Some(n) = f.get("rootNamespace") {
+            if let Some(ns) = r.string(n, "rootNamespace") {
+                if ns.is_empty() {
+                    r.error(&n.at, "rootNamespace", "must not be empty");
+                }
+                mesh.root_namespace = ns;
+            }
+        }
+        if let Some(n) = f.get("identityHeader") {
+            if let Some(h) = r.fields(n, "identityHeader", &["name", "value"]) {
+                if let Some(name) = h.get("name") {
+                    let p = "identityHeader.name";
+                    if let Some(v) = r.string(name, p) {
+                        if v.is_empty() || !v.bytes().all(is_token_byte) {
+                            r.error(&name.at, p, format!("`{v}` is not a valid header name"));
+                        } else if v.starts_with(':') || v.eq_ignore_ascii_case("host") {
+                            r.error(&name.at, p, format!("`{v}` cannot be the identity header"));
+                        }
+                        mesh.identity_header.name = v.to_ascii_lowercase();
+                    }
+                }
+                if let Some(value) = h.get("value") {
+                    let p = "identityHeader.value";
+                    if let Some(v) = r.string(value, p) {
+                        match v.as_str() {
+                            "spiffe" => mesh.identity_header.value = IdentityValue::Spiffe,
+                            "principal" => mesh.identity_header.value = IdentityValue::Principal,
+                            "off" => mesh.identity_header.value = IdentityValue::Off,
+                            _ => r.error(
+                                &value.at,
+                                p,
+                                format!("`{v}` is not one of spiffe, principal, off"),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(n) = f.get("trustedForwarders") {
+            let mut fw = Vec::new();
+            for (ns, item, p) in r.strings(n, "trustedForwarders") {
+                if ns.is_empty() {
+                    r.error(&item.at, &p, "empty value is not allowed");
+                }
+                fw.push(ns);
+            }
+            mesh.trusted_forwarders = fw;
+        }
+        if let Some(n) = f.get("pathPolicy") {
+            if let Some(v) = r.string(n, "pathPolicy") {
+                match v.as_str() {
+                    "strict" => mesh.path_policy = PathPolicy::Strict,
+                    "istio" => mesh.path_policy = PathPolicy::Istio,
+                    _ => r.error(&n.at, "pathPolicy", format!("`{v}` is not one of strict, istio")),
+                }
+            }
+        }
+        if let Some(n) = f.get("spoofedIdentity") {
+            if let Some(v) = r.string(n, "spoofedIdentity") {
+                match v.as_str() {
+                    "strip" => mesh.spoofed_identity = SpoofPolicy::Strip,
+                    "deny" => mesh.spoofed_identity = SpoofPolicy::Deny,
+                    _ => r.error(
+                        &n.at,
+                        "spoofedIdentity",
+                        format!("`{v}` is not one of strip, deny"),
+                    ),
+                }
+            }
+        }
+        if let Some(n) = f.get("denyStatus") {
+            match &n.value {
+                Value::Int(s) if (300..=599).contains(s) => mesh.deny_status = *s as u16,
+                Value::Int(s) => r.error(
+                    &n.at,
+                    "denyStatus",
+                    format!("{s} is not an HTTP status between 300 and 599"),
+                ),
+                other => r.error(
+                    &n.at,
+                    "denyStatus",
+                    format!("expected an integer, found {}", other.kind()),
+                ),
+            }
+        }
+        if let Some(n) = f.get("denyBody") {
+            if let Some(v) = r.string(n, "denyBody") {
+                mesh.deny_body = v;
+            }
+        }
+    }
+    if r.errors.is_empty() {
+        Ok(mesh)
+    } else {
+        Err(Errors(r.errors))
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn check_trust_domain(r: &mut Reader, n: &Node, path: &str, td: &str) {
+    let ok = !td.is_empty()
+        && td
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b));
+    if !ok {
+        r.error(
+            &n.at,
+            path,
+            format!("`{td}` is not a trust domain (lower-case letters, digits, `.`, `-`, `_`)"),
+        );
+    }
+}
