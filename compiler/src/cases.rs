@@ -36,6 +36,8 @@ pub struct Case {
     pub request: RequestSpec,
     pub expect: Expect,
     pub expect_audit: Option<bool>,
+    /// What the dry-run (shadow) policies would decide, if enforced.
+    pub expect_dry_run: Option<Expect>,
     /// Header name (lower case) → value, or `None` for "must be absent".
     pub expect_upstream_headers: Vec<(String, Option<String>)>,
 }
@@ -78,6 +80,7 @@ const CASE_KEYS: &[&str] = &[
     "headers",
     "expect",
     "expectAudit",
+    "expectDryRun",
     "expectUpstreamHeaders",
     "sourceIp",
     "remoteIp",
@@ -117,7 +120,7 @@ fn from_docs(file: &str, docs: Vec<source::Document>) -> Result<CasesFile, Error
     let out = read(&mut r, &doc.root);
     match out {
         Some(c) if r.errors.is_empty() => Ok(c),
-        _ => Err(Errors(r.errors)),
+        _ => Err(Errors(r.into_sorted())),
     }
 }
 
@@ -283,6 +286,18 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
             }
         },
     };
+    let expect_dry_run = match f.get("expectDryRun").filter(|n| !n.is_null()) {
+        None => None,
+        Some(n) => match r.string(n, &join(path, "expectDryRun")).as_deref() {
+            Some("allow") => Some(Expect::Allow),
+            Some("deny") => Some(Expect::Deny),
+            Some(other) => {
+                r.error(&n.at, &join(path, "expectDryRun"), format!("`{other}` is not allow or deny"));
+                None
+            }
+            None => None,
+        },
+    };
     let mut expect_upstream_headers = Vec::new();
     if let Some(n) = f.get("expectUpstreamHeaders").filter(|n| !n.is_null()) {
         let p = join(path, "expectUpstreamHeaders");
@@ -311,6 +326,7 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
         request: req,
         expect,
         expect_audit,
+        expect_dry_run,
         expect_upstream_headers,
     })
 }
@@ -360,6 +376,16 @@ fn check(ruleset: &Ruleset, case: &Case, d: &Decision<'_>) -> Vec<String> {
                 Some(at) => format!("expected no audit, got audit ({})", explain::describe_rule(ruleset, at)),
                 None => "expected audit, got no audit".to_string(),
             });
+        }
+    }
+    if let Some(want) = case.expect_dry_run {
+        let would_deny = d.dry_run.would_deny();
+        if would_deny != (want == Expect::Deny) {
+            failures.push(format!(
+                "expected dry-run {}, got dry-run {}",
+                if want == Expect::Deny { "deny" } else { "allow" },
+                if would_deny { "deny" } else { "allow" }
+            ));
         }
     }
     if !case.expect_upstream_headers.is_empty() {

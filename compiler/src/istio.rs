@@ -160,11 +160,11 @@ pub fn lower(
     };
     if action != Action::Allow && !rules_given {
         let at = action_node.map(|n| n.at.clone()).unwrap_or(spec.node.at.clone());
-        let name = if action == Action::Deny { "DENY" } else { "AUDIT" };
+        let name = if action == Action::Deny { "a DENY" } else { "an AUDIT" };
         r.error(
             &at,
             "spec.rules",
-            format!("a {name} policy must have at least one rule"),
+            format!("{name} policy must have at least one rule"),
         );
     }
     if has_target {
@@ -639,8 +639,9 @@ fn lower_condition(r: &mut Reader, ctx: &Ctx<'_>, node: &Node, path: &str, out: 
             &key_node.at,
             &kp,
             format!(
-                "condition key `{key}` is not supported by meshfence \
-                 (Istio would skip the rule; meshfence refuses to compile it)"
+                "policy {}: condition key `{key}` is not supported by meshfence \
+                 (Istio would skip the rule; meshfence refuses to compile it)",
+                ctx.id
             ),
         );
         return;

@@ -125,8 +125,13 @@ pub fn compile_documents(docs: &[Document], opts: &CompileOptions, out: &mut Out
                             .iter()
                             .any(|p| p.name == policy.name && p.namespace == policy.namespace);
                         if dup {
+                            let at = root
+                                .get("metadata")
+                                .and_then(|m| m.get("name"))
+                                .map(|n| n.at.clone())
+                                .unwrap_or(root.at.clone());
                             r.error(
-                                &root.at,
+                                &at,
                                 "metadata.name",
                                 format!(
                                     "policy {}/{} is defined twice",
@@ -174,6 +179,6 @@ pub fn compile_documents(docs: &[Document], opts: &CompileOptions, out: &mut Out
                 r.error(&at, "kind", "document has no `kind`");
             }
         }
-        out.errors.extend(r.errors);
+        out.errors.extend(r.into_sorted());
     }
 }

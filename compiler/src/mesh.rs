@@ -34,14 +34,14 @@ pub fn parse_str(file: &str, text: &str) -> Result<MeshSettings, Errors> {
     parse_docs(file, docs)
 }
 
-fn parse_docs(file: &str, docs: Vec<source::Document>) -> Result<MeshSettings, Errors> {
+fn parse_docs(_file: &str, docs: Vec<source::Document>) -> Result<MeshSettings, Errors> {
     match docs.as_slice() {
         [] => Ok(MeshSettings::default()),
         [doc] => from_node(&doc.root),
         [_, second, ..] => Err(Error::new(
             second.root.at.clone(),
             "",
-            format!("{file}: a mesh settings file holds one document"),
+            "a mesh settings file holds one document",
         )
         .into()),
     }
@@ -160,7 +160,7 @@ pub fn from_node(root: &Node) -> Result<MeshSettings, Errors> {
     if r.errors.is_empty() {
         Ok(mesh)
     } else {
-        Err(Errors(r.errors))
+        Err(Errors(r.into_sorted()))
     }
 }
 

@@ -247,6 +247,13 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// The errors in source order (line, then column), for one document.
+    pub fn into_sorted(mut self) -> Vec<Error> {
+        self.errors
+            .sort_by_key(|e| (e.location.line, e.location.column));
+        self.errors
+    }
+
     pub fn error(&mut self, at: &Location, path: &str, message: impl Into<String>) {
         self.errors.push(Error::new(at.clone(), path, message));
     }
