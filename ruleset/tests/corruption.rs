@@ -4,6 +4,9 @@
 //! all of them) and with the checksum recomputed, so that every later check of
 //! the decoder (directory, ranges, strings, tags, semantics) is exercised.
 
+// proptest and std: native only (the wasm32 run covers the unit tests).
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use meshfence_ruleset::format::{from_bytes, layout, to_bytes, DecodeError};

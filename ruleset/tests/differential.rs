@@ -4,6 +4,9 @@
 //! generated traffic is a healthy mix of allowed and denied requests, of
 //! matching ALLOW, DENY and AUDIT rules.
 
+// proptest and std: native only (the wasm32 run covers the unit tests).
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use std::cell::RefCell;

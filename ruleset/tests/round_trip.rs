@@ -1,6 +1,9 @@
 //! Encode → decode gives back exactly the ruleset that was encoded, and the
 //! encoding is canonical (decode → encode gives back the same bytes).
 
+// proptest and std: native only (the wasm32 run covers the unit tests).
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use meshfence_ruleset::format::{from_bytes, layout, to_bytes, Section};
