@@ -670,6 +670,9 @@ impl<'a> Decoder<'a> {
             tag::V_PATH_TEMPLATE => {
                 let t = self.string(&r, 4)?;
                 r.zero(12, 20, "unused payload is not zero")?;
+                if let Err(reason) = check_template(&t) {
+                    return Err(r.invalid(reason));
+                }
                 ValueMatch::PathTemplate(t)
             }
             v => return Err(r.bad_tag("value kind", u32::from(v))),
@@ -720,11 +723,38 @@ fn attribute_kind(a: &Attribute) -> Kind {
     }
 }
 
-/// A lower-case header name: visible ASCII without upper-case letters (a
-/// leading `:` names a pseudo-header).
+/// The most operators (`*`, `**`) a URI template may have, as in Envoy.
+const MAX_TEMPLATE_OPERATORS: usize = 5;
+
+/// Envoy's URI template rules that bound the matcher's work: operators `*`
+/// and `**` only (no `***`), at most [`MAX_TEMPLATE_OPERATORS`] of them, and
+/// `**` only as the last one.
+fn check_template(t: &str) -> core::result::Result<(), &'static str> {
+    let mut operators = 0usize;
+    let mut seen_rest = false;
+    for run in t.split(|c| c != '*').filter(|r| !r.is_empty()) {
+        if seen_rest {
+            return Err("URI template has an operator after `**`");
+        }
+        match run.len() {
+            1 => {}
+            2 => seen_rest = true,
+            _ => return Err("URI template has `***`"),
+        }
+        operators += 1;
+    }
+    if operators > MAX_TEMPLATE_OPERATORS {
+        return Err("URI template has more than 5 operators");
+    }
+    Ok(())
+}
+
+/// A lower-case header name: not empty, no ASCII upper-case letter (lookups
+/// fold ASCII case, so an upper-case name is a compiler bug) and no control
+/// character. A leading `:` names a pseudo-header.
 pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && !b.is_ascii_uppercase())
+            .all(|b| !b.is_ascii_uppercase() && !b.is_ascii_control())
 }

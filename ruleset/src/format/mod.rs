@@ -1,18 +1,9 @@
 //! The binary ruleset format: a versioned, checksummed, little-endian encoding
 //! of [`Ruleset`](crate::ir::Ruleset), and its one safe validating decoder.
 //!
-//! `ruleset/FORMAT.md` describes every byte. In short: a 48-byte header (label,
-//! endianness marker, version, alignment, total length, CRC-32), a directory
-//! of ten sections, then the sections themselves: fixed-size records that
-//! refer to each other by `(start, count)` index ranges and to one
-//! deduplicated string table by `(offset, length)`.
+//! The text below is `ruleset/FORMAT.md`.
 //!
-//! - [`to_bytes`] encodes; it never panics.
-//! - [`from_bytes`] checks everything (header, checksum, every range, every
-//!   string, every tag, and the semantic rules the evaluator relies on) and
-//!   returns a typed [`DecodeError`] for anything else; it never panics and
-//!   never allocates more than a small multiple of its input.
-//! - [`layout`] reports the sections' offsets and sizes, for `meshfence inspect`.
+#![doc = include_str!("../../FORMAT.md")]
 
 mod decode;
 mod encode;

@@ -392,3 +392,23 @@ fn long_strings_are_not_shared() {
         .count();
     assert!(n >= 2);
 }
+
+#[test]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn path_templates_follow_envoy_rules() {
+    for (t, ok) in [
+        ("/a/*/b", true),
+        ("/**/path/template", true),
+        ("/a/*/**", true),
+        ("/*/*/*/*/*", true),
+        ("/*/*/*/*/*/*", false),
+        ("/a/**/*", false),
+        ("/a/***", false),
+        ("a/*", true),
+    ] {
+        let mut rs = sample();
+        rs.policies[0].rules[0].to[0][1].values = vec![ValueMatch::PathTemplate(t.to_string())];
+        let got = from_bytes(&to_bytes(&rs));
+        assert_eq!(got.is_ok(), ok, "{t}: {got:?}");
+    }
+}
