@@ -180,7 +180,11 @@ fn labels(r: &mut Reader, node: &Node, path: &str) -> Option<Vec<(String, String
                     Value::Int(i) => i.to_string(),
                     Value::Bool(b) => b.to_string(),
                     other => {
-                        r.error(&v.at, &p, format!("expected a string, found {}", other.kind()));
+                        r.error(
+                            &v.at,
+                            &p,
+                            format!("expected a string, found {}", other.kind()),
+                        );
                         continue;
                     }
                 };
@@ -189,7 +193,11 @@ fn labels(r: &mut Reader, node: &Node, path: &str) -> Option<Vec<(String, String
             Some(out)
         }
         other => {
-            r.error(&node.at, path, format!("expected a mapping, found {}", other.kind()));
+            r.error(
+                &node.at,
+                path,
+                format!("expected a mapping, found {}", other.kind()),
+            );
             None
         }
     }
@@ -205,8 +213,10 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
             String::new()
         }
     };
-    let mut req = RequestSpec::default();
-    req.from = opt_string(r, &f, "from", path);
+    let mut req = RequestSpec {
+        from: opt_string(r, &f, "from", path),
+        ..RequestSpec::default()
+    };
     if let Some(m) = opt_string(r, &f, "method", path) {
         req.method = m;
     }
@@ -236,7 +246,11 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
         if let Some(v) = opt_string(r, &f, key, path) {
             let v = Some(v);
             if let Err(m) = check_ip(key, &v) {
-                r.error(&f.get(key).map(|n| n.at.clone()).unwrap_or(node.at.clone()), &join(path, key), m);
+                r.error(
+                    &f.get(key).map(|n| n.at.clone()).unwrap_or(node.at.clone()),
+                    &join(path, key),
+                    m,
+                );
             }
             *slot = v;
         }
@@ -281,7 +295,11 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
         Some(n) => match n.value {
             Value::Bool(b) => Some(b),
             _ => {
-                r.error(&n.at, &join(path, "expectAudit"), format!("expected a boolean, found {}", n.value.kind()));
+                r.error(
+                    &n.at,
+                    &join(path, "expectAudit"),
+                    format!("expected a boolean, found {}", n.value.kind()),
+                );
                 None
             }
         },
@@ -292,7 +310,11 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
             Some("allow") => Some(Expect::Allow),
             Some("deny") => Some(Expect::Deny),
             Some(other) => {
-                r.error(&n.at, &join(path, "expectDryRun"), format!("`{other}` is not allow or deny"));
+                r.error(
+                    &n.at,
+                    &join(path, "expectDryRun"),
+                    format!("`{other}` is not allow or deny"),
+                );
                 None
             }
             None => None,
@@ -310,14 +332,22 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
                         Value::Null => None,
                         Value::Str(s) => Some(s.clone()),
                         other => {
-                            r.error(&v.at, &vp, format!("expected a string or null, found {}", other.kind()));
+                            r.error(
+                                &v.at,
+                                &vp,
+                                format!("expected a string or null, found {}", other.kind()),
+                            );
                             continue;
                         }
                     };
                     expect_upstream_headers.push((key.to_ascii_lowercase(), val));
                 }
             }
-            other => r.error(&n.at, &p, format!("expected a mapping, found {}", other.kind())),
+            other => r.error(
+                &n.at,
+                &p,
+                format!("expected a mapping, found {}", other.kind()),
+            ),
         }
     }
     (r.errors.len() == before).then_some(Case {
@@ -336,8 +366,9 @@ pub fn run_cases(ruleset: &Ruleset, file: &CasesFile) -> Vec<CaseResult> {
     file.cases
         .iter()
         .map(|case| {
-            let failures =
-                explain::decide_with(ruleset, &file.workload, &case.request, |d| check(ruleset, case, d));
+            let failures = explain::decide_with(ruleset, &file.workload, &case.request, |d| {
+                check(ruleset, case, d)
+            });
             CaseResult {
                 name: case.name.clone(),
                 failures,
@@ -350,10 +381,15 @@ pub fn run_cases(ruleset: &Ruleset, file: &CasesFile) -> Vec<CaseResult> {
 ///
 /// Not available in this build: it reports why, and `meshfence test --envoy`
 /// exits with status 2.
-pub fn run_cases_envoy(_ruleset_bytes: &[u8], _file: &CasesFile) -> Result<Vec<CaseResult>, String> {
-    Err("`--envoy` is not available yet: the real-Envoy runner (wasm-test-harness) \
+pub fn run_cases_envoy(
+    _ruleset_bytes: &[u8],
+    _file: &CasesFile,
+) -> Result<Vec<CaseResult>, String> {
+    Err(
+        "`--envoy` is not available yet: the real-Envoy runner (wasm-test-harness) \
          has not been wired into this build; run without --envoy to decide with the evaluator"
-        .to_string())
+            .to_string(),
+    )
 }
 
 fn check(ruleset: &Ruleset, case: &Case, d: &Decision<'_>) -> Vec<String> {
@@ -373,7 +409,10 @@ fn check(ruleset: &Ruleset, case: &Case, d: &Decision<'_>) -> Vec<String> {
         let audited = d.audit.is_some();
         if audited != want_audit {
             failures.push(match d.audit {
-                Some(at) => format!("expected no audit, got audit ({})", explain::describe_rule(ruleset, at)),
+                Some(at) => format!(
+                    "expected no audit, got audit ({})",
+                    explain::describe_rule(ruleset, at)
+                ),
                 None => "expected audit, got no audit".to_string(),
             });
         }
@@ -383,14 +422,20 @@ fn check(ruleset: &Ruleset, case: &Case, d: &Decision<'_>) -> Vec<String> {
         if would_deny != (want == Expect::Deny) {
             failures.push(format!(
                 "expected dry-run {}, got dry-run {}",
-                if want == Expect::Deny { "deny" } else { "allow" },
+                if want == Expect::Deny {
+                    "deny"
+                } else {
+                    "allow"
+                },
                 if would_deny { "deny" } else { "allow" }
             ));
         }
     }
     if !case.expect_upstream_headers.is_empty() {
         if !d.allowed {
-            failures.push("expected upstream headers, but the request never reaches the upstream".into());
+            failures.push(
+                "expected upstream headers, but the request never reaches the upstream".into(),
+            );
         } else {
             let upstream = upstream_headers(ruleset, &case.request.headers, d);
             for (name, want) in &case.expect_upstream_headers {

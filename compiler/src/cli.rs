@@ -18,7 +18,11 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 pub const EXIT_FAILED: i32 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "meshfence", version, about = "Compile Istio AuthorizationPolicy YAML into a meshfence ruleset, and check, explain and test it")]
+#[command(
+    name = "meshfence",
+    version,
+    about = "Compile Istio AuthorizationPolicy YAML into a meshfence ruleset, and check, explain and test it"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -37,6 +41,7 @@ pub enum Format {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Compile policies into a ruleset file.
     Compile {
@@ -146,7 +151,11 @@ fn load_mesh(path: &Option<PathBuf>) -> Result<MeshSettings, Errors> {
 }
 
 /// Compiles policies, printing notes and errors to stderr.
-fn compile(policies: &[PathBuf], mesh_path: &Option<PathBuf>, skip_custom: bool) -> Result<Ruleset, ()> {
+fn compile(
+    policies: &[PathBuf],
+    mesh_path: &Option<PathBuf>,
+    skip_custom: bool,
+) -> Result<Ruleset, ()> {
     let mesh = load_mesh(mesh_path);
     let opts = CompileOptions {
         mesh: mesh.clone().unwrap_or_default(),
@@ -164,7 +173,10 @@ fn compile(policies: &[PathBuf], mesh_path: &Option<PathBuf>, skip_custom: bool)
     if !errors.is_empty() {
         let count = errors.len();
         print_errors(&Errors(errors));
-        eprintln!("{count} error{} found; nothing written", if count == 1 { "" } else { "s" });
+        eprintln!(
+            "{count} error{} found; nothing written",
+            if count == 1 { "" } else { "s" }
+        );
         return Err(());
     }
     Ok(out.ruleset)
@@ -175,15 +187,23 @@ pub fn encode(ruleset: &Ruleset) -> Result<Vec<u8>, String> {
     let bytes = format::to_bytes(ruleset);
     match format::from_bytes(&bytes) {
         Ok(back) if &back == ruleset => Ok(bytes),
-        Ok(_) => Err("internal error: the encoded ruleset does not decode to the same rules".into()),
+        Ok(_) => {
+            Err("internal error: the encoded ruleset does not decode to the same rules".into())
+        }
         Err(e) => Err(format!("the ruleset cannot be encoded: {e:?}")),
     }
 }
 
 /// Writes `bytes` to `out` atomically: a temporary file beside it, renamed.
 pub fn write_atomically(out: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -206,7 +226,8 @@ fn load_ruleset_or_policies(
 ) -> Result<Ruleset, ()> {
     if let [one] = inputs {
         if one.is_file() {
-            let bytes = std::fs::read(one).map_err(|e| eprintln!("{}: cannot read: {e}", one.display()))?;
+            let bytes =
+                std::fs::read(one).map_err(|e| eprintln!("{}: cannot read: {e}", one.display()))?;
             if let Some(raw) = inspect::read_ruleset_bytes(&bytes) {
                 let mut rs = format::from_bytes(&raw)
                     .map_err(|e| eprintln!("{}: not a valid ruleset: {e:?}", one.display()))?;
@@ -223,7 +244,9 @@ fn load_ruleset_or_policies(
 
 fn parse_header(h: &str) -> Result<(String, String), String> {
     match h.split_once(':') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_ascii_lowercase(), v.trim().to_string())),
+        Some((k, v)) if !k.trim().is_empty() => {
+            Ok((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        }
         _ => Err(format!("-H `{h}`: expected `name: value`")),
     }
 }
@@ -231,7 +254,13 @@ fn parse_header(h: &str) -> Result<(String, String), String> {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Compile { policies, mesh, output, encoding, skip_custom } => {
+        Command::Compile {
+            policies,
+            mesh,
+            output,
+            encoding,
+            skip_custom,
+        } => {
             let Ok(rs) = compile(&policies, &mesh, skip_custom) else {
                 return EXIT_BAD_INPUT;
             };
@@ -246,7 +275,9 @@ pub fn run(cli: Cli) -> i32 {
                 Encoding::Binary => bytes.clone(),
                 Encoding::Base64 => {
                     use base64::Engine;
-                    base64::engine::general_purpose::STANDARD.encode(&bytes).into_bytes()
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&bytes)
+                        .into_bytes()
                 }
             };
             if let Err(e) = write_atomically(&output, &data) {
@@ -263,7 +294,11 @@ pub fn run(cli: Cli) -> i32 {
             );
             0
         }
-        Command::Check { policies, mesh, skip_custom } => match compile(&policies, &mesh, skip_custom) {
+        Command::Check {
+            policies,
+            mesh,
+            skip_custom,
+        } => match compile(&policies, &mesh, skip_custom) {
             Ok(rs) => {
                 println!(
                     "ok: {} polic{}, {} rules",
@@ -276,8 +311,21 @@ pub fn run(cli: Cli) -> i32 {
             Err(()) => EXIT_BAD_INPUT,
         },
         Command::Explain {
-            inputs, workload, mesh, from, method, path, host, port, headers,
-            source_ip, remote_ip, destination_ip, sni, skip_custom, output,
+            inputs,
+            workload,
+            mesh,
+            from,
+            method,
+            path,
+            host,
+            port,
+            headers,
+            source_ip,
+            remote_ip,
+            destination_ip,
+            sni,
+            skip_custom,
+            output,
         } => {
             let wl = match WorkloadSpec::parse(&workload) {
                 Ok(w) => w,
@@ -286,7 +334,15 @@ pub fn run(cli: Cli) -> i32 {
                     return EXIT_BAD_INPUT;
                 }
             };
-            let mut spec = RequestSpec { from, method, path, host, port, sni, ..RequestSpec::default() };
+            let mut spec = RequestSpec {
+                from,
+                method,
+                path,
+                host,
+                port,
+                sni,
+                ..RequestSpec::default()
+            };
             for h in &headers {
                 match parse_header(h) {
                     Ok(p) => spec.headers.push(p),
@@ -303,7 +359,11 @@ pub fn run(cli: Cli) -> i32 {
                 spec.destination_ip = destination_ip;
             }
             spec.remote_ip = remote_ip;
-            for (what, ip) in [("--source-ip", &spec.source_ip), ("--remote-ip", &spec.remote_ip), ("--destination-ip", &spec.destination_ip)] {
+            for (what, ip) in [
+                ("--source-ip", &spec.source_ip),
+                ("--remote-ip", &spec.remote_ip),
+                ("--destination-ip", &spec.destination_ip),
+            ] {
                 if let Err(m) = explain::check_ip(what, ip) {
                     eprintln!("error: {m}");
                     return EXIT_BAD_INPUT;
@@ -319,7 +379,13 @@ pub fn run(cli: Cli) -> i32 {
             print!("{text}");
             0
         }
-        Command::Test { policies, mesh, cases: cases_path, envoy, skip_custom } => {
+        Command::Test {
+            policies,
+            mesh,
+            cases: cases_path,
+            envoy,
+            skip_custom,
+        } => {
             let file = match cases::load(&cases_path) {
                 Ok(f) => f,
                 Err(e) => {
@@ -352,7 +418,11 @@ pub fn run(cli: Cli) -> i32 {
                 println!("{}", r.line());
             }
             println!("{}", cases::summary(&results));
-            if results.iter().all(|r| r.passed()) { 0 } else { EXIT_FAILED }
+            if results.iter().all(|r| r.passed()) {
+                0
+            } else {
+                EXIT_FAILED
+            }
         }
         Command::Inspect { ruleset, output } => {
             let bytes = match std::fs::read(&ruleset) {
@@ -363,7 +433,10 @@ pub fn run(cli: Cli) -> i32 {
                 }
             };
             let Some(raw) = inspect::read_ruleset_bytes(&bytes) else {
-                eprintln!("{}: not a meshfence ruleset (no ruleset label, raw or base64)", ruleset.display());
+                eprintln!(
+                    "{}: not a meshfence ruleset (no ruleset label, raw or base64)",
+                    ruleset.display()
+                );
                 return EXIT_BAD_INPUT;
             };
             let layout = match format::layout(&raw) {

@@ -204,7 +204,11 @@ pub fn to_text(ruleset: &Ruleset, d: &Decision<'_>) -> String {
             (None, Some(None)) => "no dry-run ALLOW rule matched".into(),
             (None, None) => String::new(),
         };
-        let verdict = if d.dry_run.would_deny() { "would deny" } else { "would allow" };
+        let verdict = if d.dry_run.would_deny() {
+            "would deny"
+        } else {
+            "would allow"
+        };
         s.push_str(&format!("dry-run: {verdict} ({why})\n"));
     } else {
         s.push_str("dry-run: none\n");

@@ -43,7 +43,11 @@ pub fn lower(
     r: &mut Reader,
     notes: &mut Vec<Note>,
 ) -> Option<Policy> {
-    let top = r.fields(root, "", &["apiVersion", "kind", "metadata", "spec", "status"])?;
+    let top = r.fields(
+        root,
+        "",
+        &["apiVersion", "kind", "metadata", "spec", "status"],
+    )?;
     let (name, namespace, dry_run) = metadata(r, &top)?;
     let ctx = Ctx {
         mesh,
@@ -58,7 +62,14 @@ pub fn lower(
     let spec = r.fields(
         spec_node,
         "spec",
-        &["selector", "targetRef", "targetRefs", "action", "provider", "rules"],
+        &[
+            "selector",
+            "targetRef",
+            "targetRefs",
+            "action",
+            "provider",
+            "rules",
+        ],
     )?;
 
     let action_node = spec.get("action");
@@ -84,10 +95,14 @@ pub fn lower(
 
     let has_selector = spec.has("selector");
     let has_target = spec.has("targetRef") || spec.has("targetRefs");
-    if [spec.has("selector"), spec.has("targetRef"), spec.has("targetRefs")]
-        .iter()
-        .filter(|b| **b)
-        .count()
+    if [
+        spec.has("selector"),
+        spec.has("targetRef"),
+        spec.has("targetRefs"),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count()
         > 1
     {
         r.error(
@@ -98,6 +113,22 @@ pub fn lower(
         return None;
     }
 
+    if has_target {
+        // Validate nothing more: the policy is for a gateway or waypoint.
+        let at = spec
+            .get("targetRefs")
+            .or(spec.get("targetRef"))
+            .map(|n| n.at.clone())
+            .unwrap_or(root.at.clone());
+        notes.push(Note {
+            location: at,
+            message: format!(
+                "skipping policy {}: policies with targetRef/targetRefs do not apply to sidecars",
+                ctx.id
+            ),
+        });
+        return None;
+    }
     if action == Some(ActionName::Custom) {
         let at = action_node.map(|n| n.at.clone()).unwrap_or(root.at.clone());
         if opts.skip_custom {
@@ -159,28 +190,19 @@ pub fn lower(
         ActionName::Custom => return None,
     };
     if action != Action::Allow && !rules_given {
-        let at = action_node.map(|n| n.at.clone()).unwrap_or(spec.node.at.clone());
-        let name = if action == Action::Deny { "a DENY" } else { "an AUDIT" };
+        let at = action_node
+            .map(|n| n.at.clone())
+            .unwrap_or(spec.node.at.clone());
+        let name = if action == Action::Deny {
+            "a DENY"
+        } else {
+            "an AUDIT"
+        };
         r.error(
             &at,
             "spec.rules",
             format!("{name} policy must have at least one rule"),
         );
-    }
-    if has_target {
-        let at = spec
-            .get("targetRefs")
-            .or(spec.get("targetRef"))
-            .map(|n| n.at.clone())
-            .unwrap_or(root.at.clone());
-        notes.push(Note {
-            location: at,
-            message: format!(
-                "skipping policy {}: policies with targetRef/targetRefs do not apply to sidecars",
-                ctx.id
-            ),
-        });
-        return None;
     }
     Some(Policy {
         name,
@@ -233,9 +255,10 @@ fn metadata(r: &mut Reader, top: &Fields<'_>) -> Option<(String, String, bool)> 
         if let Some(n) = ann.get("istio.io/dry-run") {
             let p = "metadata.annotations.istio.io/dry-run";
             match &n.value {
-                Value::Str(s) => match s.to_ascii_lowercase().as_str() {
-                    "true" => dry_run = true,
-                    "false" => dry_run = false,
+                // Istio reads it with Go's strconv.ParseBool.
+                Value::Str(s) => match s.as_str() {
+                    "1" | "t" | "T" | "true" | "TRUE" | "True" => dry_run = true,
+                    "0" | "f" | "F" | "false" | "FALSE" | "False" => dry_run = false,
                     _ => r.error(&n.at, p, format!("`{s}` is not \"true\" or \"false\"")),
                 },
                 other => r.error(
@@ -355,11 +378,9 @@ fn lower_rule(r: &mut Reader, ctx: &Ctx<'_>, node: &Node, path: &str) -> Option<
                                 rule.to.push(c);
                             }
                         }
-                        None => r.error(
-                            &item.at,
-                            &join(&ip, "operation"),
-                            "`operation` must be set",
-                        ),
+                        None => {
+                            r.error(&item.at, &join(&ip, "operation"), "`operation` must be set")
+                        }
                     }
                 }
             }
@@ -395,7 +416,12 @@ const SOURCE_FIELDS: &[&str] = &[
 
 /// Reads a list-of-strings field, refusing empty strings. `None` when the
 /// field is absent, null or an empty list (Istio treats those as unset).
-fn values(r: &mut Reader, f: &Fields<'_>, key: &str, path: &str) -> Option<Vec<(String, Location, String)>> {
+fn values(
+    r: &mut Reader,
+    f: &Fields<'_>,
+    key: &str,
+    path: &str,
+) -> Option<Vec<(String, Location, String)>> {
     let node = f.get(key)?;
     let p = join(path, key);
     let items = r.strings(node, &p);
@@ -462,7 +488,11 @@ fn lower_source(r: &mut Reader, ctx: &Ctx<'_>, node: &Node, path: &str) -> Optio
     for (key, negated) in [("serviceAccounts", false), ("notServiceAccounts", true)] {
         if let Some(vals) = values(r, &f, key, path) {
             if vals.len() > 16 {
-                r.error(&vals[16].1, &vals[16].2, "at most 16 service accounts are allowed");
+                r.error(
+                    &vals[16].1,
+                    &vals[16].2,
+                    "at most 16 service accounts are allowed",
+                );
             }
             let mut v = Vec::new();
             for (s, at, p) in &vals {
@@ -521,7 +551,14 @@ fn cidrs(r: &mut Reader, vals: &[(String, Location, String)]) -> Vec<ValueMatch>
 }
 
 const OPERATION_FIELDS: &[&str] = &[
-    "hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths",
+    "hosts",
+    "notHosts",
+    "ports",
+    "notPorts",
+    "methods",
+    "notMethods",
+    "paths",
+    "notPaths",
 ];
 
 fn lower_operation(r: &mut Reader, node: &Node, path: &str) -> Option<Conjunction> {
@@ -955,7 +992,10 @@ mod tests {
     #[test]
     fn principals_lower_like_istiod() {
         let exact = principal_value("principal");
-        assert_eq!(exact, ValueMatch::Str(StrMatch::exact("spiffe://principal")));
+        assert_eq!(
+            exact,
+            ValueMatch::Str(StrMatch::exact("spiffe://principal"))
+        );
         assert_eq!(
             principal_value("principal-prefix-*"),
             ValueMatch::Str(StrMatch::prefix("spiffe://principal-prefix-"))
@@ -975,13 +1015,26 @@ mod tests {
         };
         assert_eq!(
             expand_trust_domain_aliases(&mesh, "*-td/ns/foo/sa/prefix-td"),
-            ["*-td/ns/foo/sa/prefix-td", "some-trustdomain/ns/foo/sa/prefix-td"]
+            [
+                "*-td/ns/foo/sa/prefix-td",
+                "some-trustdomain/ns/foo/sa/prefix-td"
+            ]
         );
-        assert_eq!(expand_trust_domain_aliases(&mesh, "*/ns/foo/sa/x"), ["*/ns/foo/sa/x"]);
-        assert_eq!(expand_trust_domain_aliases(&mesh, "other/ns/foo/sa/x"), ["other/ns/foo/sa/x"]);
+        assert_eq!(
+            expand_trust_domain_aliases(&mesh, "*/ns/foo/sa/x"),
+            ["*/ns/foo/sa/x"]
+        );
+        assert_eq!(
+            expand_trust_domain_aliases(&mesh, "other/ns/foo/sa/x"),
+            ["other/ns/foo/sa/x"]
+        );
         assert_eq!(
             expand_trust_domain_aliases(&mesh, "cluster.local/ns/a/sa/b"),
-            ["new-td/ns/a/sa/b", "old-td/ns/a/sa/b", "some-trustdomain/ns/a/sa/b"]
+            [
+                "new-td/ns/a/sa/b",
+                "old-td/ns/a/sa/b",
+                "some-trustdomain/ns/a/sa/b"
+            ]
         );
     }
 

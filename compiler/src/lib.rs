@@ -117,7 +117,8 @@ pub fn compile_documents(docs: &[Document], opts: &CompileOptions, out: &mut Out
                 let iopts = istio::Options {
                     skip_custom: opts.skip_custom,
                 };
-                if let Some(policy) = istio::lower(root, &opts.mesh, iopts, &mut r, &mut out.notes) {
+                if let Some(policy) = istio::lower(root, &opts.mesh, iopts, &mut r, &mut out.notes)
+                {
                     if r.errors.is_empty() {
                         let dup = out
                             .ruleset
@@ -145,7 +146,10 @@ pub fn compile_documents(docs: &[Document], opts: &CompileOptions, out: &mut Out
                 }
             }
             (Some("AuthorizationPolicy"), _) => {
-                let at = root.get("apiVersion").map(|n| n.at.clone()).unwrap_or(root.at.clone());
+                let at = root
+                    .get("apiVersion")
+                    .map(|n| n.at.clone())
+                    .unwrap_or(root.at.clone());
                 r.error(
                     &at,
                     "apiVersion",
@@ -156,7 +160,10 @@ pub fn compile_documents(docs: &[Document], opts: &CompileOptions, out: &mut Out
                 );
             }
             (Some("TenantPolicy"), _) => {
-                let at = root.get("kind").map(|n| n.at.clone()).unwrap_or(root.at.clone());
+                let at = root
+                    .get("kind")
+                    .map(|n| n.at.clone())
+                    .unwrap_or(root.at.clone());
                 r.error(
                     &at,
                     "kind",
@@ -175,7 +182,10 @@ pub fn compile_documents(docs: &[Document], opts: &CompileOptions, out: &mut Out
                 });
             }
             (None, _) => {
-                let at = root.get("kind").map(|n| n.at.clone()).unwrap_or(root.at.clone());
+                let at = root
+                    .get("kind")
+                    .map(|n| n.at.clone())
+                    .unwrap_or(root.at.clone());
                 r.error(&at, "kind", "document has no `kind`");
             }
         }

@@ -119,7 +119,11 @@ pub fn from_node(root: &Node) -> Result<MeshSettings, Errors> {
                 match v.as_str() {
                     "strict" => mesh.path_policy = PathPolicy::Strict,
                     "istio" => mesh.path_policy = PathPolicy::Istio,
-                    _ => r.error(&n.at, "pathPolicy", format!("`{v}` is not one of strict, istio")),
+                    _ => r.error(
+                        &n.at,
+                        "pathPolicy",
+                        format!("`{v}` is not one of strict, istio"),
+                    ),
                 }
             }
         }

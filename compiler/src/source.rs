@@ -193,7 +193,10 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            return Err(io_error(p, std::io::Error::from(std::io::ErrorKind::NotFound)));
+            return Err(io_error(
+                p,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
         }
     }
     Ok(out)
@@ -364,7 +367,10 @@ pub struct Fields<'n> {
 impl<'n> Fields<'n> {
     /// A field's node, `None` when absent.
     pub fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
     }
     /// A field that is present and not null.
     pub fn has(&self, key: &str) -> bool {

@@ -12,7 +12,10 @@ const BUILDER: &str = concat!(
 );
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run meshfence")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run meshfence")
 }
 
 fn stdout(o: &Output) -> String {
@@ -24,7 +27,9 @@ fn stderr(o: &Output) -> String {
 
 /// A fresh, empty scratch folder for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -106,11 +111,26 @@ fn compile_writes_a_ruleset_that_decodes() {
     let bytes = std::fs::read(&out).unwrap();
     assert!(bytes.starts_with(&format::LABEL));
     let rs = format::from_bytes(&bytes).unwrap();
-    let names: Vec<_> = rs.policies.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
-    assert_eq!(names, ["foo/deny-admin", "foo/allow-tenant-a", "istio-system/audit-posts", "foo/shadow-deny-b"]);
+    let names: Vec<_> = rs
+        .policies
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "foo/deny-admin",
+            "foo/allow-tenant-a",
+            "istio-system/audit-posts",
+            "foo/shadow-deny-b"
+        ]
+    );
     assert!(rs.policies[3].dry_run);
     // Nothing else was left in the folder (no temporary file).
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     files.sort();
     assert_eq!(files, ["out.bin", "p.yaml"]);
 }
@@ -121,20 +141,35 @@ fn compile_refuses_bad_input_with_every_error_and_writes_nothing() {
     let bad = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad/many-errors.yaml");
     let good = write(&dir, "good.yaml", TENANTS);
     let out = dir.join("out.bin");
-    let o = run(&["compile", &good, bad.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "compile",
+        &good,
+        bad.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     let shown = bad.display().to_string();
     for want in [
-        format!("{shown}:11:34: spec.rules[0].from[0].source.namespaces[1]: empty value is not allowed"),
+        format!(
+            "{shown}:11:34: spec.rules[0].from[0].source.namespaces[1]: empty value is not allowed"
+        ),
         format!("{shown}:17:9: spec.rules[0].to[0].operation.verbs: unknown field `verbs`"),
         format!("{shown}:30:3: spec: only one of targetRefs or selector can be set"),
     ] {
-        assert!(err.lines().any(|l| l == want), "missing `{want}` in:\n{err}");
+        assert!(
+            err.lines().any(|l| l == want),
+            "missing `{want}` in:\n{err}"
+        );
     }
     assert!(err.contains("6 errors found; nothing written"), "{err}");
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "only good.yaml is left");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "only good.yaml is left"
+    );
 }
 
 #[test]
@@ -156,28 +191,59 @@ fn compile_base64_and_inspect_and_explain_it() {
     let dir = scratch("base64");
     let policy = write(&dir, "p.yaml", TENANTS);
     let out = dir.join("out.b64");
-    let o = run(&["compile", &policy, "-o", out.to_str().unwrap(), "--encoding", "base64"]);
+    let o = run(&[
+        "compile",
+        &policy,
+        "-o",
+        out.to_str().unwrap(),
+        "--encoding",
+        "base64",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = std::fs::read_to_string(&out).unwrap();
-    assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)), "{text}");
+    assert!(
+        text.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)),
+        "{text}"
+    );
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .unwrap();
     assert_eq!(format::from_bytes(&bytes).unwrap().policies.len(), 4);
 
     let o = run(&["inspect", out.to_str().unwrap(), "-o", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(j["totalBytes"].as_u64().unwrap() as usize, bytes.len());
-    assert_eq!(j["sections"].as_array().unwrap().len(), format::Section::ALL.len());
+    assert_eq!(
+        j["sections"].as_array().unwrap().len(),
+        format::Section::ALL.len()
+    );
     assert_eq!(j["policies"][0]["name"], "deny-admin");
-    assert_eq!(j["policies"][0]["rules"][0][0], "to:   path in [prefix \"/admin\"]");
+    assert_eq!(
+        j["policies"][0]["rules"][0][0],
+        "to:   path in [prefix \"/admin\"]"
+    );
 
     let o = run(&["inspect", out.to_str().unwrap()]);
-    assert!(stdout(&o).contains("policy foo/allow-tenant-a ALLOW selector: app=httpbin (1 rule)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("policy foo/allow-tenant-a ALLOW selector: app=httpbin (1 rule)"),
+        "{}",
+        stdout(&o)
+    );
 
     let o = run(&[
-        "explain", out.to_str().unwrap(), "--workload", "foo,app=httpbin",
-        "--from", "spiffe://cluster.local/ns/tenant-a/sa/b", "--path", "/admin/x", "-o", "json",
+        "explain",
+        out.to_str().unwrap(),
+        "--workload",
+        "foo,app=httpbin",
+        "--from",
+        "spiffe://cluster.local/ns/tenant-a/sa/b",
+        "--path",
+        "/admin/x",
+        "-o",
+        "json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -191,9 +257,20 @@ fn explain_json_reports_decision_audit_dry_run_and_identity() {
     let dir = scratch("explain");
     let policy = write(&dir, "p.yaml", TENANTS);
     let o = run(&[
-        "explain", &policy, "--workload", "foo,app=httpbin,version=v1",
-        "--from", "spiffe://cluster.local/ns/tenant-a/sa/b", "--method", "POST", "--path", "/ingest",
-        "-H", "x-tenant-identity: spiffe://cluster.local/ns/tenant-b/sa/x", "-o", "json",
+        "explain",
+        &policy,
+        "--workload",
+        "foo,app=httpbin,version=v1",
+        "--from",
+        "spiffe://cluster.local/ns/tenant-a/sa/b",
+        "--method",
+        "POST",
+        "--path",
+        "/ingest",
+        "-H",
+        "x-tenant-identity: spiffe://cluster.local/ns/tenant-b/sa/x",
+        "-o",
+        "json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -205,13 +282,26 @@ fn explain_json_reports_decision_audit_dry_run_and_identity() {
     assert_eq!(j["dryRun"]["deny"]["policy"], "foo/shadow-deny-b");
     assert_eq!(j["identity"]["header"], "x-tenant-identity");
     assert_eq!(j["identity"]["stripIncoming"], true);
-    assert_eq!(j["identity"]["set"], "spiffe://cluster.local/ns/tenant-a/sa/b");
+    assert_eq!(
+        j["identity"]["set"],
+        "spiffe://cluster.local/ns/tenant-a/sa/b"
+    );
 
     // Plaintext from another namespace: denied by the missing ALLOW match.
-    let o = run(&["explain", &policy, "--workload", "foo,app=httpbin", "--path", "/x"]);
+    let o = run(&[
+        "explain",
+        &policy,
+        "--workload",
+        "foo,app=httpbin",
+        "--path",
+        "/x",
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let text = stdout(&o);
-    assert!(text.starts_with("decision: deny (403)\nby: no ALLOW rule matched\n"), "{text}");
+    assert!(
+        text.starts_with("decision: deny (403)\nby: no ALLOW rule matched\n"),
+        "{text}"
+    );
 
     // A bad workload is bad input.
     let o = run(&["explain", &policy, "--workload", ",app=x"]);
@@ -222,7 +312,10 @@ fn explain_json_reports_decision_audit_dry_run_and_identity() {
 fn test_exit_codes_and_lines() {
     let dir = scratch("test");
     let policy = write(&dir, "p.yaml", TENANTS);
-    let good = write(&dir, "good.yaml", r#"
+    let good = write(
+        &dir,
+        "good.yaml",
+        r#"
 workload: {namespace: foo, labels: {app: httpbin}}
 cases:
   - name: tenant-a reads
@@ -246,14 +339,22 @@ cases:
     method: POST
     expect: allow
     expectAudit: true
-"#);
+"#,
+    );
     let o = run(&["test", &policy, "--cases", &good]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert_eq!(out.lines().last(), Some("4 passed, 0 failed"));
-    assert!(out.lines().next().unwrap().starts_with("ok   tenant-a reads"));
+    assert!(out
+        .lines()
+        .next()
+        .unwrap()
+        .starts_with("ok   tenant-a reads"));
 
-    let failing = write(&dir, "failing.yaml", r#"
+    let failing = write(
+        &dir,
+        "failing.yaml",
+        r#"
 workload: {namespace: foo, labels: {app: httpbin}}
 cases:
   - name: plaintext is allowed
@@ -267,7 +368,8 @@ cases:
     expect: allow
     expectUpstreamHeaders:
       x-tenant-identity: null
-"#);
+"#,
+    );
     let o = run(&["test", &policy, "--cases", &failing]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
@@ -278,10 +380,17 @@ cases:
          0 passed, 3 failed\n"
     );
 
-    let bad = write(&dir, "bad.yaml", "workload: {namespace: foo}\ncases:\n  - name: x\n    expect: maybe\n");
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "workload: {namespace: foo}\ncases:\n  - name: x\n    expect: maybe\n",
+    );
     let o = run(&["test", &policy, "--cases", &bad]);
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(stderr(&o), format!("{bad}:4:13: cases[0].expect: `maybe` is not allow or deny\n"));
+    assert_eq!(
+        stderr(&o),
+        format!("{bad}:4:13: cases[0].expect: `maybe` is not allow or deny\n")
+    );
 
     let o = run(&["test", &policy, "--cases", &good, "--envoy"]);
     assert_eq!(o.status.code(), Some(2));
@@ -302,7 +411,10 @@ fn check_reads_folders_and_skips_what_it_must() {
     let o = run(&["check", dir.to_str().unwrap(), "--skip-custom"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("note: skipping CUSTOM policy foo/ext"), "{err}");
+    assert!(
+        err.contains("note: skipping CUSTOM policy foo/ext"),
+        "{err}"
+    );
     assert!(err.contains("note: skipping policy foo/gw: policies with targetRef/targetRefs do not apply to sidecars"), "{err}");
     assert_eq!(stdout(&o), "ok: 4 policies, 4 rules\n");
 }
@@ -310,8 +422,17 @@ fn check_reads_folders_and_skips_what_it_must() {
 #[test]
 fn mesh_file_errors_are_bad_input() {
     let dir = scratch("mesh");
-    let mesh = write(&dir, "mesh.yaml", "trustDomain: cluster.local\nidentityHeadr: {name: x}\n");
-    let o = run(&["check", &format!("{BUILDER}/deny-and-allow-in.yaml"), "--mesh", &mesh]);
+    let mesh = write(
+        &dir,
+        "mesh.yaml",
+        "trustDomain: cluster.local\nidentityHeadr: {name: x}\n",
+    );
+    let o = run(&[
+        "check",
+        &format!("{BUILDER}/deny-and-allow-in.yaml"),
+        "--mesh",
+        &mesh,
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         stderr(&o).lines().next().unwrap(),

@@ -47,7 +47,12 @@ fn bad_inputs_are_refused_with_exact_messages() {
             assert_eq!(file, Some(format!("bad/{name}").as_str()), "{line}");
             assert!(l.unwrap().parse::<usize>().unwrap() >= 1, "{line}");
             assert!(c.unwrap().parse::<usize>().unwrap() >= 1, "{line}");
-            distinct.insert(line.splitn(2, ": ").nth(1).unwrap_or_default().to_string());
+            distinct.insert(
+                line.split_once(": ")
+                    .map(|x| x.1)
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         let expected_path = input.with_extension("stderr");
         if bless {
@@ -63,5 +68,9 @@ fn bad_inputs_are_refused_with_exact_messages() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(distinct.len() >= 15, "only {} distinct messages", distinct.len());
+    assert!(
+        distinct.len() >= 15,
+        "only {} distinct messages",
+        distinct.len()
+    );
 }

@@ -31,15 +31,23 @@ struct BuilderCase {
 fn http_cases() -> Vec<BuilderCase> {
     let docs = source::parse_file(Path::new(&format!("{BUILDER}/CASES.yaml"))).unwrap();
     let http = docs[0].root.get("http").expect("CASES.yaml has http cases");
-    let Value::Seq(items) = &http.value else { panic!("http is a list") };
+    let Value::Seq(items) = &http.value else {
+        panic!("http is a list")
+    };
     items
         .iter()
         .map(|c| {
             let s = |k: &str| c.get(k).and_then(|n| n.as_str()).map(str::to_string);
             let trust_domain = c.get("tdBundle").map(|b| {
-                let td = b.get("trustDomain").and_then(|n| n.as_str()).unwrap().to_string();
+                let td = b
+                    .get("trustDomain")
+                    .and_then(|n| n.as_str())
+                    .unwrap()
+                    .to_string();
                 let aliases = match b.get("aliases").map(|n| &n.value) {
-                    Some(Value::Seq(a)) => a.iter().map(|n| n.as_str().unwrap().to_string()).collect(),
+                    Some(Value::Seq(a)) => {
+                        a.iter().map(|n| n.as_str().unwrap().to_string()).collect()
+                    }
                     _ => Vec::new(),
                 };
                 (td, aliases)
@@ -56,33 +64,61 @@ fn http_cases() -> Vec<BuilderCase> {
 #[test]
 fn every_http_case_decides_as_istios_rbac() {
     let all = http_cases();
-    let selected: Vec<&BuilderCase> = all.iter().filter(|c| !c.name.starts_with("custom-")).collect();
+    let selected: Vec<&BuilderCase> = all
+        .iter()
+        .filter(|c| !c.name.starts_with("custom-"))
+        .collect();
     assert_eq!(selected.len(), 17, "HTTP non-CUSTOM cases in CASES.yaml");
     let mut failures = Vec::new();
     let mut total = 0;
     for case in selected {
         let cases_path = here().join(format!("{}.yaml", case.name));
-        assert!(cases_path.exists(), "no cases file for {}: {}", case.name, cases_path.display());
+        assert!(
+            cases_path.exists(),
+            "no cases file for {}: {}",
+            case.name,
+            cases_path.display()
+        );
         let file_name = Path::new(&case.input).file_name().unwrap();
         let local = here().join("inputs").join(file_name);
-        let input = if local.exists() { local } else { PathBuf::from(format!("{BUILDER}/{}", case.input)) };
-        let mut mesh = MeshSettings { path_policy: PathPolicy::Istio, ..MeshSettings::default() };
+        let input = if local.exists() {
+            local
+        } else {
+            PathBuf::from(format!("{BUILDER}/{}", case.input))
+        };
+        let mut mesh = MeshSettings {
+            path_policy: PathPolicy::Istio,
+            ..MeshSettings::default()
+        };
         if let Some((td, aliases)) = &case.trust_domain {
             mesh.trust_domain = td.clone();
             mesh.trust_domain_aliases = aliases.clone();
         }
-        let opts = CompileOptions { mesh, skip_custom: false };
-        let compiled = compile_paths(&[input.clone()], &opts)
-            .unwrap_or_else(|e| panic!("{}: {} does not compile:\n{e}", case.name, input.display()));
+        let opts = CompileOptions {
+            mesh,
+            skip_custom: false,
+        };
+        let compiled = compile_paths(std::slice::from_ref(&input), &opts).unwrap_or_else(|e| {
+            panic!("{}: {} does not compile:\n{e}", case.name, input.display())
+        });
         let file = cases::load(&cases_path).unwrap_or_else(|e| panic!("{e}"));
-        assert!(file.cases.len() >= 2, "{}: a handful of requests", case.name);
+        assert!(
+            file.cases.len() >= 2,
+            "{}: a handful of requests",
+            case.name
+        );
         let results = cases::run_cases(&compiled.ruleset, &file);
         total += results.len();
         for r in results.iter().filter(|r| !r.passed()) {
             failures.push(format!("{}: {}", case.name, r.line()));
         }
     }
-    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -106,7 +106,10 @@ fn every_invalid_document_is_refused_with_istios_message() {
             .map(|l| format!("{l}\n"))
             .collect();
         let name = format!("authz-invalid.yaml#{i}");
-        if NOT_FOR_SIDECARS.iter().any(|(n, _)| doc.contains(&format!("name: {n}\n"))) {
+        if NOT_FOR_SIDECARS
+            .iter()
+            .any(|(n, _)| doc.contains(&format!("name: {n}\n")))
+        {
             continue;
         }
         let err = compile_str(&name, &policy, &CompileOptions::default())
