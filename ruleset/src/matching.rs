@@ -5,6 +5,8 @@
 //! corresponding Istio field, byte for byte: regex `.` never matches a newline,
 //! `ignore_case` folds ASCII only, `present_match` accepts an empty value.
 
+use alloc::vec;
+
 use crate::ir::{Cidr, PatternPiece, StrMatch, StrMatchKind};
 
 impl StrMatch {
@@ -57,11 +59,17 @@ fn find(hay: &[u8], needle: &[u8], from: usize, ci: bool) -> Option<usize> {
 /// Wildcards never match `\n`, so a value with a newline cannot match (the
 /// format refuses literals containing one). Between wildcards the leftmost
 /// occurrence of each literal is taken: it leaves the most room for what
-/// follows and the shortest (so least constrained) wildcard region before it,
-/// which makes the greedy choice exact for these wildcard classes.
+/// follows and the shortest (so least constrained) wildcard region before it.
+/// That greedy choice is exact unless two literals are adjacent or a `[^/]*`
+/// follows a literal that itself follows a wildcard (a later occurrence of
+/// the literal could leave the `[^/]*` a region without `/`): such patterns
+/// go to [`pattern_matches_general`].
 pub fn pattern_matches(pieces: &[PatternPiece], value: &[u8], ci: bool) -> bool {
     if value.contains(&b'\n') {
         return false;
+    }
+    if !greedy_is_exact(pieces) {
+        return pattern_matches_general(pieces, value, ci);
     }
     let mut pos = 0usize;
     let mut pending: Option<&PatternPiece> = None;
@@ -116,6 +124,73 @@ pub fn pattern_matches(pieces: &[PatternPiece], value: &[u8], ci: bool) -> bool 
         Some(wild) => value.len() >= pos + min_len(wild) && region_fits(wild, value.get(pos..)),
         None => pos == value.len(),
     }
+}
+
+fn is_literal(p: &PatternPiece) -> bool {
+    matches!(p, PatternPiece::Literal(_))
+}
+
+/// Whether the leftmost-occurrence scan of [`pattern_matches`] is exact.
+fn greedy_is_exact(pieces: &[PatternPiece]) -> bool {
+    let adjacent_literals = pieces
+        .windows(2)
+        .any(|w| matches!(w, [a, b] if is_literal(a) && is_literal(b)));
+    let segment_after_floating_literal = pieces
+        .windows(3)
+        .any(|w| matches!(w, [a, b, PatternPiece::SegmentRun] if !is_literal(a) && is_literal(b)));
+    !adjacent_literals && !segment_after_floating_literal
+}
+
+/// Any pattern, by tracking every position the pieces so far can end at.
+/// Time O(pieces × value × literal length), two allocations of the value's
+/// length. `value` must not contain a newline.
+pub fn pattern_matches_general(pieces: &[PatternPiece], value: &[u8], ci: bool) -> bool {
+    let n = value.len();
+    let mut reach = vec![false; n + 1];
+    let mut next = vec![false; n + 1];
+    if let Some(start) = reach.first_mut() {
+        *start = true;
+    }
+    for piece in pieces {
+        next.iter_mut().for_each(|x| *x = false);
+        match piece {
+            PatternPiece::Literal(lit) => {
+                let lit = lit.as_bytes();
+                for (p, _) in reach.iter().enumerate().filter(|(_, &r)| r) {
+                    if value
+                        .get(p..)
+                        .is_some_and(|rest| starts_with(rest, lit, ci))
+                    {
+                        if let Some(x) = next.get_mut(p + lit.len()) {
+                            *x = true;
+                        }
+                    }
+                }
+            }
+            PatternPiece::AnyRun | PatternPiece::AnyNonEmptyRun => {
+                if let Some(first) = reach.iter().position(|&r| r) {
+                    for x in next.iter_mut().skip(first + min_len(piece)) {
+                        *x = true;
+                    }
+                }
+            }
+            PatternPiece::SegmentRun => {
+                // `active`: some reached p <= q has no `/` in value[p..q].
+                let mut active = false;
+                for (q, x) in next.iter_mut().enumerate() {
+                    if q > 0 && value.get(q - 1) == Some(&b'/') {
+                        active = false;
+                    }
+                    if reach.get(q) == Some(&true) {
+                        active = true;
+                    }
+                    *x = active;
+                }
+            }
+        }
+        core::mem::swap(&mut reach, &mut next);
+    }
+    reach.get(n) == Some(&true)
 }
 
 fn min_len(wild: &PatternPiece) -> usize {
@@ -310,6 +385,42 @@ mod tests {
         let p = vec![AnyNonEmptyRun];
         assert!(pattern_matches(&p, b"x", false));
         assert!(!pattern_matches(&p, b"", false));
+    }
+
+    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn patterns_the_greedy_scan_gets_wrong() {
+        // `.*a[^/]*b.*`: the leftmost `a` leaves a `/` in the `[^/]*`.
+        let p = vec![AnyRun, lit("a"), SegmentRun, lit("b"), AnyRun];
+        assert!(pattern_matches(&p, b"a/ab/x", false));
+        assert!(!pattern_matches(&p, b"a/a/b", false));
+        // Adjacent literals: `.*ab`, `.*ab.*`.
+        assert!(pattern_matches(
+            &[AnyRun, lit("a"), lit("b")],
+            b"aab",
+            false
+        ));
+        assert!(pattern_matches(
+            &[AnyRun, lit("a"), lit("b"), AnyRun],
+            b"aabx",
+            false
+        ));
+        assert!(!pattern_matches(
+            &[AnyRun, lit("a"), lit("b")],
+            b"aba",
+            false
+        ));
+        // The general matcher agrees with the greedy one where both apply.
+        let p = vec![AnyRun, lit("/ns/ns-prefix-"), AnyRun, lit("/"), AnyRun];
+        for v in [
+            &b"spiffe://td/ns/ns-prefix-a/sa/x"[..],
+            b"spiffe://td/ns/ns-prefix-a",
+        ] {
+            assert_eq!(
+                pattern_matches(&p, v, false),
+                pattern_matches_general(&p, v, false)
+            );
+        }
     }
 
     #[test]
