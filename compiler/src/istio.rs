@@ -431,6 +431,10 @@ fn values(
             r.error(&n.at, &ip, "empty value is not allowed");
             continue;
         }
+        if s.chars().any(char::is_control) {
+            r.error(&n.at, &ip, "control characters (newline, tab, ...) are not allowed");
+            continue;
+        }
         out.push((s, n.at.clone(), ip));
     }
     (!out.is_empty()).then_some(out)
@@ -659,7 +663,11 @@ fn lower_condition(r: &mut Reader, ctx: &Ctx<'_>, node: &Node, path: &str, out: 
     }
     let attribute = if let Some(rest) = key.strip_prefix("request.headers") {
         match rest.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
-            Some(name) if !name.is_empty() && !name.contains(['[', ']']) => {
+            Some(name)
+                if !name.is_empty()
+                    && !name.contains(['[', ']'])
+                    && !name.chars().any(char::is_control) =>
+            {
                 Attribute::Header(name.to_ascii_lowercase())
             }
             _ => {
@@ -935,6 +943,12 @@ pub fn path_value(v: &str) -> Result<ValueMatch, String> {
         }
     }
     if is_template {
+        let operators = v.matches("{*}").count() + v.matches("{**}").count();
+        if operators > 5 {
+            return Err(format!(
+                "invalid path template `{v}`: Envoy allows at most 5 operators"
+            ));
+        }
         return Ok(ValueMatch::PathTemplate(
             v.replace("{**}", "**").replace("{*}", "*"),
         ));
@@ -1048,6 +1062,8 @@ mod tests {
         assert!(path_value("/a/{x}").is_err());
         assert!(path_value("/a/{*}/b*").is_err());
         assert!(path_value("/a/b*").is_ok());
+        assert!(path_value("/{*}/{*}/{*}/{*}/{*}").is_ok());
+        assert!(path_value("/{*}/{*}/{*}/{*}/{*}/{*}").is_err());
     }
 
     #[test]
