@@ -311,7 +311,7 @@ pub fn pattern(pieces: &[PatternPiece], s: &[u8], ci: bool) -> bool {
 
 /// Istio's `spiffe://.+/ns/NS/(.+/|)sa/SA(/.+)?`, written out as the four
 /// patterns its optional parts make.
-fn service_account(uri: &str, ns: &str, sa: &str) -> bool {
+pub fn service_account(uri: &str, ns: &str, sa: &str) -> bool {
     use PatternPiece::{AnyNonEmptyRun as Dot, Literal};
     let l = |s: String| Literal(s);
     let mut shapes: Vec<Vec<PatternPiece>> = Vec::new();
@@ -339,7 +339,7 @@ fn bit(a: &[u8; 16], i: usize) -> bool {
     a[i / 8] & (0x80 >> (i % 8)) != 0
 }
 
-fn cidr(c: &Cidr, ip: &[u8; 16]) -> bool {
+pub fn cidr(c: &Cidr, ip: &[u8; 16]) -> bool {
     (0..usize::from(c.prefix_len).min(128)).all(|i| bit(&c.address, i) == bit(ip, i))
 }
 
@@ -354,7 +354,7 @@ fn pchar(b: u8) -> bool {
 
 /// Envoy URI template: `**` the rest (pchars and `/`, possibly empty), `*` one
 /// non-empty run of pchars, anything else itself. Tries every split.
-fn template(t: &[u8], p: &[u8]) -> bool {
+pub fn template(t: &[u8], p: &[u8]) -> bool {
     if let Some(rest) = t.strip_prefix(b"**") {
         for k in 0..=p.len() {
             if !p[..k].iter().all(|&b| b == b'/' || pchar(b)) {

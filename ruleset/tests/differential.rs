@@ -87,8 +87,13 @@ fn check(
 #[test]
 fn evaluator_agrees_with_reference() {
     let tally = RefCell::new(Tally::default());
+    // PROPTEST_CASES=20000 for a longer hunt.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
     let mut runner = TestRunner::new(Config {
-        cases: 1500,
+        cases,
         ..Config::default()
     });
     let strategy = (

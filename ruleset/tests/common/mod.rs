@@ -91,6 +91,9 @@ fn pattern_from(s: &str, cuts: &[usize], kinds: &[u8]) -> Vec<PatternPiece> {
     points.sort_unstable();
     points.dedup();
     let mut out: Vec<PatternPiece> = Vec::new();
+    // Usually merge adjacent literals as the compiler does; sometimes keep
+    // them apart (the IR allows it, and matchers must cope).
+    let merge = kinds.len() % 3 != 0;
     for (i, w) in points.windows(2).enumerate() {
         let chunk = &s[w[0]..w[1]];
         let piece = match kinds.get(i).copied().unwrap_or(0) % 6 {
@@ -99,30 +102,30 @@ fn pattern_from(s: &str, cuts: &[usize], kinds: &[u8]) -> Vec<PatternPiece> {
             5 => PatternPiece::SegmentRun,
             _ => PatternPiece::Literal(chunk.to_string()),
         };
-        push_piece(&mut out, piece);
+        push_piece(&mut out, piece, merge);
     }
     // Sometimes a leading or trailing wildcard.
     if kinds.first().copied().unwrap_or(0) % 7 == 6 {
         out.insert(0, PatternPiece::AnyRun);
-        tidy(&mut out);
+        tidy(&mut out, merge);
     }
     out
 }
 
-fn push_piece(out: &mut Vec<PatternPiece>, piece: PatternPiece) {
+fn push_piece(out: &mut Vec<PatternPiece>, piece: PatternPiece, merge: bool) {
     match (&piece, out.last_mut()) {
         (PatternPiece::Literal(l), _) if l.is_empty() => {}
-        (PatternPiece::Literal(l), Some(PatternPiece::Literal(prev))) => prev.push_str(l),
+        (PatternPiece::Literal(l), Some(PatternPiece::Literal(prev))) if merge => prev.push_str(l),
         (PatternPiece::Literal(_), _) => out.push(piece),
         (_, Some(PatternPiece::Literal(_))) | (_, None) => out.push(piece),
         _ => {}
     }
 }
 
-fn tidy(pieces: &mut Vec<PatternPiece>) {
+fn tidy(pieces: &mut Vec<PatternPiece>, merge: bool) {
     let old = std::mem::take(pieces);
     for p in old {
-        push_piece(pieces, p);
+        push_piece(pieces, p, merge);
     }
 }
 
