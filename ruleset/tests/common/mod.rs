@@ -93,7 +93,7 @@ fn pattern_from(s: &str, cuts: &[usize], kinds: &[u8]) -> Vec<PatternPiece> {
     let mut out: Vec<PatternPiece> = Vec::new();
     // Usually merge adjacent literals as the compiler does; sometimes keep
     // them apart (the IR allows it, and matchers must cope).
-    let merge = kinds.len() % 3 != 0;
+    let merge = !matches!(kinds.len() % 3, 0);
     for (i, w) in points.windows(2).enumerate() {
         let chunk = &s[w[0]..w[1]];
         let piece = match kinds.get(i).copied().unwrap_or(0) % 6 {
