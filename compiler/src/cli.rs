@@ -108,6 +108,7 @@ pub enum Command {
     },
     /// Run expected decisions from a cases file.
     Test {
+        /// Policy files/folders, or one compiled ruleset (binary or base64).
         #[arg(required = true, value_name = "POLICY")]
         policies: Vec<PathBuf>,
         #[arg(long, value_name = "FILE")]
@@ -393,7 +394,7 @@ pub fn run(cli: Cli) -> i32 {
                     return EXIT_BAD_INPUT;
                 }
             };
-            let Ok(rs) = compile(&policies, &mesh, skip_custom) else {
+            let Ok(rs) = load_ruleset_or_policies(&policies, &mesh, skip_custom) else {
                 return EXIT_BAD_INPUT;
             };
             let results = if envoy {

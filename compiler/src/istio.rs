@@ -432,7 +432,11 @@ fn values(
             continue;
         }
         if s.chars().any(char::is_control) {
-            r.error(&n.at, &ip, "control characters (newline, tab, ...) are not allowed");
+            r.error(
+                &n.at,
+                &ip,
+                "control characters (newline, tab, ...) are not allowed",
+            );
             continue;
         }
         out.push((s, n.at.clone(), ip));
@@ -1018,6 +1022,72 @@ mod tests {
             principal_value("a*b"),
             ValueMatch::Str(StrMatch::exact("spiffe://a*b"))
         );
+    }
+
+    fn lit(s: &str) -> PatternPiece {
+        PatternPiece::Literal(s.to_string())
+    }
+
+    fn pattern(v: &ValueMatch) -> &[PatternPiece] {
+        match v {
+            ValueMatch::Str(StrMatch {
+                kind: meshfence_ruleset::ir::StrMatchKind::Pattern(p),
+                ignore_case: false,
+            }) => p,
+            other => panic!("not a pattern: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn regex_shapes_match_the_golden_output() {
+        use PatternPiece::*;
+        // spiffe://.*-suffix-principal
+        assert_eq!(
+            pattern(&principal_value("*-suffix-principal")),
+            [lit("spiffe://"), AnyRun, lit("-suffix-principal")]
+        );
+        // .+
+        assert_eq!(pattern(&principal_value("*")), [AnyNonEmptyRun]);
+        // .*/ns/ns-prefix-.*/.*
+        assert_eq!(
+            pattern(&namespace_value("ns-prefix-*")),
+            [AnyRun, lit("/ns/ns-prefix-"), AnyRun, lit("/"), AnyRun]
+        );
+        // .*/ns/.*-ns-suffix/.*
+        assert_eq!(
+            pattern(&namespace_value("*-ns-suffix")),
+            [AnyRun, lit("/ns/"), AnyRun, lit("-ns-suffix/"), AnyRun]
+        );
+        // .*/ns/.*/.*
+        assert_eq!(
+            pattern(&namespace_value("*")),
+            [AnyRun, lit("/ns/"), AnyRun, lit("/"), AnyRun]
+        );
+        // spiffe://bad[^/]*/.*
+        assert_eq!(
+            pattern(&trust_domain_value("bad*")),
+            [lit("spiffe://bad"), SegmentRun, lit("/"), AnyRun]
+        );
+        assert_eq!(
+            trust_domain_value("untrusted"),
+            ValueMatch::Str(StrMatch::prefix("spiffe://untrusted/"))
+        );
+        // Paths: `*` is `.+`, `*/suffix` a suffix.
+        assert_eq!(pattern(&path_value("*").unwrap()), [AnyNonEmptyRun]);
+        assert_eq!(
+            path_value("*/suffix").unwrap(),
+            ValueMatch::Str(StrMatch::suffix("/suffix"))
+        );
+        // Hosts are case-insensitive; `*` is presence.
+        assert_eq!(header_like("*"), StrMatch::present());
+        assert_eq!(
+            service_account("sa-only", "foo").unwrap(),
+            ValueMatch::ServiceAccount {
+                namespace: "foo".into(),
+                name: "sa-only".into()
+            }
+        );
+        assert!(service_account("a/b/c", "foo").is_err());
     }
 
     #[test]

@@ -439,3 +439,26 @@ fn mesh_file_errors_are_bad_input() {
         format!("{mesh}:2:1: identityHeadr: unknown field `identityHeadr`")
     );
 }
+
+#[test]
+fn test_accepts_a_compiled_ruleset() {
+    let dir = scratch("test_ruleset");
+    let policy = format!("{BUILDER}/deny-and-allow-in.yaml");
+    let out = dir.join("r.b64");
+    let o = run(&[
+        "compile",
+        &policy,
+        "-o",
+        out.to_str().unwrap(),
+        "--encoding",
+        "base64",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let cases = write(&dir, "cases.yaml", "workload: {namespace: foo}\ncases:\n- {name: allowed, from: spiffe://allow, expect: allow}\n- {name: denied, from: spiffe://deny, expect: deny}\n");
+    let o = run(&["test", out.to_str().unwrap(), "--cases", &cases]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "ok   allowed\nok   denied\n2 passed, 0 failed\n"
+    );
+}

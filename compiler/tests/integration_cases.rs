@@ -44,7 +44,8 @@ fn integration_suites_decide_as_istio() {
 fn strict_path_policy_refuses_what_istio_would_match() {
     // Under the default `strict` policy the ambiguous `/store//cart` is refused
     // before any rule is read, although Istio's template would allow it.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration-cases/path-templating");
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration-cases/path-templating");
     let compiled = compile_paths(&[root.join("policy.yaml")], &CompileOptions::default()).unwrap();
     let file = cases::parse_str(
         "strict.yaml",
