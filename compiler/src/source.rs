@@ -193,9 +193,14 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            return Err(io_error(
-                p,
-                std::io::Error::from(std::io::ErrorKind::NotFound),
+            return Err(Error::new(
+                Location {
+                    file: Arc::from(p.display().to_string().as_str()),
+                    line: 1,
+                    column: 1,
+                },
+                "",
+                "no such file or folder",
             ));
         }
     }
