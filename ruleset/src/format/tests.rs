@@ -412,3 +412,103 @@ fn path_templates_follow_envoy_rules() {
         assert_eq!(got.is_ok(), ok, "{t}: {got:?}");
     }
 }
+
+#[test]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn unreferenced_records() {
+    let mut bytes = to_bytes(&sample());
+    // The mesh's trusted forwarders: claim one name of two.
+    let m = at(&bytes, Section::Mesh, 0);
+    bytes[m + 44..m + 48].copy_from_slice(&1u32.to_le_bytes());
+    reseal(&mut bytes);
+    assert_eq!(
+        from_bytes(&bytes),
+        Err(DecodeError::UnreferencedRecords {
+            section: "names",
+            used: 2,
+            count: 3
+        })
+    );
+}
+
+#[test]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn shared_long_strings_hit_the_budget() {
+    let mut rs = sample();
+    rs.mesh.deny_body = "x".repeat(10_000);
+    let template = rs.policies[2].clone();
+    rs.policies = (0..200)
+        .map(|_| Policy {
+            name: String::new(),
+            ..template.clone()
+        })
+        .collect();
+    let mut bytes = to_bytes(&rs);
+    assert!(from_bytes(&bytes).is_ok());
+    // Point every policy's name at the deny body.
+    let m = at(&bytes, Section::Mesh, 0);
+    let body: [u8; 8] = bytes[m + 48..m + 56].try_into().unwrap();
+    let p0 = at(&bytes, Section::Policies, 0);
+    for i in 0..200 {
+        let p = p0 + i * Section::Policies.record_size();
+        bytes[p..p + 8].copy_from_slice(&body);
+    }
+    reseal(&mut bytes);
+    let err = from_bytes(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::TooLarge {
+                section: "policies",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn strings_must_be_utf8_and_in_bounds() {
+    let base = to_bytes(&sample());
+    let l = layout(&base).unwrap();
+    let strings = l.section(Section::Strings).unwrap();
+    // The trust domain is the first string: make its first byte invalid UTF-8.
+    let mut b = base.clone();
+    b[strings.offset] = 0xff;
+    reseal(&mut b);
+    let m = at(&base, Section::Mesh, 0);
+    assert_eq!(
+        from_bytes(&b),
+        Err(DecodeError::InvalidUtf8 {
+            section: "mesh",
+            offset: m
+        })
+    );
+    let mut b = base.clone();
+    b[m + 4..m + 8].copy_from_slice(&(strings.len as u32 + 1).to_le_bytes());
+    reseal(&mut b);
+    assert!(matches!(
+        from_bytes(&b),
+        Err(DecodeError::StringOutOfBounds {
+            section: "mesh",
+            ..
+        })
+    ));
+}
+
+#[test]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn directory_must_be_canonical() {
+    let mut bytes = to_bytes(&sample());
+    // Move the `names` section 4 bytes later.
+    let e = HEADER_LEN + DIRECTORY_ENTRY_LEN;
+    let off = u32::from_le_bytes(bytes[e..e + 4].try_into().unwrap());
+    bytes[e..e + 4].copy_from_slice(&(off + 4).to_le_bytes());
+    reseal(&mut bytes);
+    let err = from_bytes(&bytes).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::BadSection { section: "names", offset, .. } if offset == e),
+        "{err:?}"
+    );
+}
