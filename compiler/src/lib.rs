@@ -109,6 +109,35 @@ fn finish(mut out: Outcome, opts: &CompileOptions) -> Outcome {
 pub fn compile_documents(docs: &[Document], opts: &CompileOptions, out: &mut Outcome) {
     for doc in docs {
         let root = &doc.root;
+        // `kubectl get -o yaml` wraps objects in a v1 List.
+        if root.get("kind").and_then(|n| n.as_str()) == Some("List") {
+            let Some(items) = root.get("items") else {
+                continue;
+            };
+            let mut r = Reader::default();
+            if let Some(items) = r.list(items, "items") {
+                for (i, item) in items.iter().enumerate() {
+                    let before = out.errors.len();
+                    compile_node(item, opts, out);
+                    for e in &mut out.errors[before..] {
+                        e.path = if e.path.is_empty() {
+                            format!("items[{i}]")
+                        } else {
+                            format!("items[{i}].{}", e.path)
+                        };
+                    }
+                }
+            }
+            out.errors.extend(r.into_sorted());
+            continue;
+        }
+        compile_node(root, opts, out);
+    }
+}
+
+/// Lowers one object (a document, or an item of a List).
+fn compile_node(root: &source::Node, opts: &CompileOptions, out: &mut Outcome) {
+    {
         let kind = root.get("kind").and_then(|n| n.as_str());
         let api = root.get("apiVersion").and_then(|n| n.as_str());
         let mut r = Reader::default();
