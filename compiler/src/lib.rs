@@ -20,6 +20,7 @@ pub mod istio;
 pub mod mesh;
 pub mod source;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use meshfence_ruleset::ir::{MeshSettings, Ruleset};
@@ -50,6 +51,9 @@ pub struct Outcome {
     pub ruleset: Ruleset,
     pub notes: Vec<Note>,
     pub errors: Vec<Error>,
+    /// Where each policy (`namespace`, `name`) was defined, to refuse a
+    /// second definition.
+    pub defined_at: HashMap<(String, String), Location>,
 }
 
 impl Outcome {
@@ -149,26 +153,23 @@ fn compile_node(root: &source::Node, opts: &CompileOptions, out: &mut Outcome) {
                 if let Some(policy) = istio::lower(root, &opts.mesh, iopts, &mut r, &mut out.notes)
                 {
                     if r.errors.is_empty() {
-                        let dup = out
-                            .ruleset
-                            .policies
-                            .iter()
-                            .any(|p| p.name == policy.name && p.namespace == policy.namespace);
-                        if dup {
-                            let at = root
-                                .get("metadata")
-                                .and_then(|m| m.get("name"))
-                                .map(|n| n.at.clone())
-                                .unwrap_or(root.at.clone());
+                        let at = root
+                            .get("metadata")
+                            .and_then(|m| m.get("name"))
+                            .map(|n| n.at.clone())
+                            .unwrap_or(root.at.clone());
+                        let key = (policy.namespace.clone(), policy.name.clone());
+                        if let Some(first) = out.defined_at.get(&key) {
                             r.error(
                                 &at,
                                 "metadata.name",
                                 format!(
-                                    "policy {}/{} is defined twice",
+                                    "policy {}/{} is defined twice (first at {first})",
                                     policy.namespace, policy.name
                                 ),
                             );
                         } else {
+                            out.defined_at.insert(key, at);
                             out.ruleset.policies.push(policy);
                         }
                     }
