@@ -292,17 +292,56 @@ fn selector(r: &mut Reader, node: &Node) -> Vec<(String, String)> {
             r.error(&k.1, &p, "key must not be empty");
         } else if k.0.contains('*') {
             r.error(&k.1, &p, "wildcard not allowed in label key match");
+        } else if !is_label_key(&k.0) {
+            r.error(&k.1, &p, format!("`{}` is not a valid label key", k.0));
         }
         if let Some(val) = r.string(v, &p) {
             if val.contains('*') {
                 r.error(&v.at, &p, "wildcard not allowed in label value match");
-            } else if val.len() > 63 {
-                r.error(&v.at, &p, "label value longer than 63 characters");
+            } else if !val.is_empty() && !is_label_name(&val) {
+                r.error(
+                    &v.at,
+                    &p,
+                    format!("`{val}` is not a valid label value (at most 63 letters, digits, `-`, `_`, `.`, starting and ending alphanumeric)"),
+                );
             }
             out.push((k.0, val));
         }
     }
     out
+}
+
+/// A Kubernetes label name (also the form of a label value): at most 63
+/// characters, alphanumerics, `-`, `_`, `.`, beginning and ending with an
+/// alphanumeric.
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A Kubernetes label key: `[prefix/]name`, the prefix a DNS subdomain.
+fn is_label_key(s: &str) -> bool {
+    match s.rsplit_once('/') {
+        None => is_label_name(s),
+        Some((prefix, name)) => {
+            is_label_name(name)
+                && !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+        }
+    }
 }
 
 type LabelEntries<'n> = Vec<((String, Location), &'n Node)>;
@@ -1134,6 +1173,18 @@ mod tests {
         assert!(path_value("/a/b*").is_ok());
         assert!(path_value("/{*}/{*}/{*}/{*}/{*}").is_ok());
         assert!(path_value("/{*}/{*}/{*}/{*}/{*}/{*}").is_err());
+    }
+
+    #[test]
+    fn label_syntax() {
+        for ok in ["app", "app.kubernetes.io/name", "a_b-c.d", "x/y"] {
+            assert!(is_label_key(ok), "{ok}");
+        }
+        for bad in ["-app", "app-", "a b", "Ex.com/x", "/x", "x/"] {
+            assert!(!is_label_key(bad), "{bad}");
+        }
+        assert!(is_label_name("v1"));
+        assert!(!is_label_name(&"a".repeat(64)));
     }
 
     #[test]
