@@ -4,7 +4,7 @@
 # caller appends its own arguments (`-c FILE --concurrency 1 ...`).
 #
 # In order:
-#   1. $ENVOY, if set: used as given (it must be executable).
+#   1. $ENVOY, if set: used as given (a binary, or a command line).
 #   2. func-e, if on the PATH: prints `func-e run`; func-e picks the Envoy
 #      version from $ENVOY_VERSION (we default it to 1.40.0 when unset, the
 #      version DESIGN §10 measured) and downloads it on its first use.
@@ -20,7 +20,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="1.40.0"
 
 if [ -n "${ENVOY:-}" ]; then
-  if [ ! -x "$ENVOY" ] && ! command -v "$ENVOY" >/dev/null 2>&1; then
+  # $ENVOY may be a command line (what this script printed before, e.g.
+  # "env ENVOY_VERSION=1.40.0 func-e run"): check its first word.
+  first="${ENVOY%% *}"
+  if [ ! -x "$first" ] && ! command -v "$first" >/dev/null 2>&1; then
     echo "envoy.sh: \$ENVOY=$ENVOY is not an executable" >&2
     exit 1
   fi

@@ -32,7 +32,12 @@ fn an_mtls_request_reaches_the_upstream_with_the_verified_certificate() {
     let envoy = strict();
     let alice = envoy.caller(ALICE).unwrap();
     let seen = envoy
-        .send(&Probe::get("/hello?x=1").from(alice).host("api.example.com").header("x-custom", "v"))
+        .send(
+            &Probe::get("/hello?x=1")
+                .from(alice)
+                .host("api.example.com")
+                .header("x-custom", "v"),
+        )
         .unwrap();
     assert_eq!(seen.status, 200, "{seen:?}");
     assert!(seen.allowed());
@@ -54,7 +59,10 @@ fn an_mtls_request_reaches_the_upstream_with_the_verified_certificate() {
 fn a_client_forged_xfcc_never_reaches_the_upstream() {
     let envoy = strict();
     let seen = envoy
-        .send(&Probe::get("/").header("x-forwarded-client-cert", "URI=spiffe://cluster.local/ns/admin/sa/root"))
+        .send(&Probe::get("/").header(
+            "x-forwarded-client-cert",
+            "URI=spiffe://cluster.local/ns/admin/sa/root",
+        ))
         .unwrap();
     assert!(seen.allowed(), "{seen:?}");
     let up = seen.upstream_saw.unwrap();
@@ -69,7 +77,9 @@ fn without_a_certificate_the_mtls_listener_refuses_and_the_permissive_one_accept
     assert!(refused.refused.is_some());
     assert!(refused.denied());
 
-    let accepted = envoy.send(&Probe::get("/x").on(Listener::Permissive)).unwrap();
+    let accepted = envoy
+        .send(&Probe::get("/x").on(Listener::Permissive))
+        .unwrap();
     assert!(accepted.allowed(), "{accepted:?}");
     let up = accepted.upstream_saw.unwrap();
     assert_eq!(up.header("x-forwarded-client-cert"), None);
@@ -80,7 +90,9 @@ fn a_certificate_from_another_ca_is_refused_on_both_listeners() {
     let envoy = strict();
     let mallory = envoy.caller(Identity::OtherCa(ALICE.into())).unwrap();
     for listener in [Listener::Mtls, Listener::Permissive] {
-        let seen = envoy.send(&Probe::get("/").from(mallory.clone()).on(listener)).unwrap();
+        let seen = envoy
+            .send(&Probe::get("/").from(mallory.clone()).on(listener))
+            .unwrap();
         assert_eq!(seen.status, 0, "{listener:?}: {seen:?}");
         assert!(seen.denied());
     }
@@ -93,14 +105,20 @@ fn odd_certificates_from_the_trusted_ca_are_accepted_by_tls() {
     for identity in [
         Identity::NoUriSan,
         Identity::Uri("https://evil.example/ns/tenant-a/sa/app".into()),
-        Identity::Uris(vec![ALICE.into(), "spiffe://cluster.local/ns/admin/sa/root".into()]),
+        Identity::Uris(vec![
+            ALICE.into(),
+            "spiffe://cluster.local/ns/admin/sa/root".into(),
+        ]),
     ] {
         let cert = envoy.caller(identity.clone()).unwrap();
         let seen = envoy.send(&Probe::get("/").from(cert)).unwrap();
         assert!(seen.allowed(), "{identity:?}: {seen:?}");
         let xfcc = seen.upstream_saw.unwrap().header("x-forwarded-client-cert");
         match identity {
-            Identity::NoUriSan => assert!(!xfcc.clone().unwrap_or_default().contains("URI=spiffe"), "{identity:?} {xfcc:?}"),
+            Identity::NoUriSan => assert!(
+                !xfcc.clone().unwrap_or_default().contains("URI=spiffe"),
+                "{identity:?} {xfcc:?}"
+            ),
             _ => assert!(xfcc.unwrap().contains("URI="), "{identity:?}"),
         }
     }
@@ -110,7 +128,11 @@ fn odd_certificates_from_the_trusted_ca_are_accepted_by_tls() {
 fn repeated_headers_reach_the_upstream_as_sent() {
     let envoy = strict();
     let seen = envoy
-        .send(&Probe::get("/").header("x-tenant-id", "a").header("X-Tenant-Id", "b"))
+        .send(
+            &Probe::get("/")
+                .header("x-tenant-id", "a")
+                .header("X-Tenant-Id", "b"),
+        )
         .unwrap();
     let up = seen.upstream_saw.unwrap();
     assert_eq!(up.header_values("x-tenant-id"), vec!["a", "b"]);
@@ -135,7 +157,10 @@ fn strict_normalization_merges_slashes_and_rejects_encoded_slashes() {
     assert_eq!(forwarded(Strict, "/a%2fb"), Err(400));
     assert_eq!(forwarded(Strict, "/a%5Cb"), Err(400));
     // No Envoy setting touches path parameters: the filter must.
-    assert_eq!(forwarded(Strict, "/api/admin;x=1"), Ok("/api/admin;x=1".into()));
+    assert_eq!(
+        forwarded(Strict, "/api/admin;x=1"),
+        Ok("/api/admin;x=1".into())
+    );
 }
 
 #[test]
@@ -144,5 +169,8 @@ fn istio_default_normalization_leaves_double_and_encoded_slashes() {
     assert_eq!(forwarded(IstioDefault, "/a//b%2Fc"), Ok("/a//b%2Fc".into()));
     assert_eq!(forwarded(IstioDefault, "/a%5Cb"), Ok("/a%5Cb".into()));
     assert_eq!(forwarded(IstioDefault, "/a/./b/../c"), Ok("/a/c".into()));
-    assert_eq!(forwarded(IstioDefault, "/api/admin;x=1"), Ok("/api/admin;x=1".into()));
+    assert_eq!(
+        forwarded(IstioDefault, "/api/admin;x=1"),
+        Ok("/api/admin;x=1".into())
+    );
 }

@@ -34,7 +34,9 @@ pub enum Identity {
 impl Identity {
     /// The SPIFFE ID of a workload: `spiffe://{td}/ns/{ns}/sa/{sa}`.
     pub fn spiffe(trust_domain: &str, namespace: &str, service_account: &str) -> Identity {
-        Identity::Uri(format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"))
+        Identity::Uri(format!(
+            "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+        ))
     }
 }
 
@@ -94,7 +96,12 @@ impl Ca {
         Ok(Ca { cert, key })
     }
 
-    fn issue(&self, sans: Vec<SanType>, server: bool, cn: &str) -> Result<(rcgen::Certificate, KeyPair)> {
+    fn issue(
+        &self,
+        sans: Vec<SanType>,
+        server: bool,
+        cn: &str,
+    ) -> Result<(rcgen::Certificate, KeyPair)> {
         let key = KeyPair::generate().map_err(|e| Error::certs(format!("leaf key: {e}")))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(cn);
@@ -145,13 +152,18 @@ impl Pki {
         let ca = Ca::new("meshfence test CA")?;
         let (server, server_key) = ca.issue(
             vec![
-                SanType::DnsName("localhost".try_into().map_err(|e| Error::certs(format!("{e}")))?),
+                SanType::DnsName(
+                    "localhost"
+                        .try_into()
+                        .map_err(|e| Error::certs(format!("{e}")))?,
+                ),
                 SanType::IpAddress([127, 0, 0, 1].into()),
             ],
             true,
             "localhost",
         )?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create the certificate directory", e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("create the certificate directory", e))?;
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(|e| Error::io("write certificates", e))
         };
@@ -195,7 +207,9 @@ impl Pki {
             Identity::Uris(us) => (us.iter().map(|u| uri(u)).collect::<Result<_>>()?, false),
             Identity::NoUriSan => (
                 vec![SanType::DnsName(
-                    "client.localhost".try_into().map_err(|e| Error::certs(format!("{e}")))?,
+                    "client.localhost"
+                        .try_into()
+                        .map_err(|e| Error::certs(format!("{e}")))?,
                 )],
                 false,
             ),

@@ -22,15 +22,19 @@ pub(crate) struct RawResponse {
 }
 
 /// A TLS client configuration trusting `ca` and presenting `from`, if any.
-pub(crate) fn tls_config(ca: &CertificateDer<'static>, from: Option<&CallerCert>) -> Result<Arc<ClientConfig>> {
+pub(crate) fn tls_config(
+    ca: &CertificateDer<'static>,
+    from: Option<&CallerCert>,
+) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     roots
         .add(ca.clone())
         .map_err(|e| Error::certs(format!("trust the CA: {e}")))?;
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::certs(format!("TLS versions: {e}")))?
-        .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::certs(format!("TLS versions: {e}")))?
+            .with_root_certificates(roots);
     let config = match from {
         Some(c) => builder
             .with_client_auth_cert(c.chain(), c.key())
@@ -50,13 +54,20 @@ pub(crate) enum Outcome {
 
 /// Sends `request` (already framed, byte for byte) to 127.0.0.1:`port` over TLS
 /// and reads the response until the server closes.
-pub(crate) fn send_tls(port: u16, config: Arc<ClientConfig>, request: &[u8], timeout: Duration) -> Result<Outcome> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| Error::io(format!("connect to 127.0.0.1:{port}"), e))?;
+pub(crate) fn send_tls(
+    port: u16,
+    config: Arc<ClientConfig>,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Outcome> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| Error::io(format!("connect to 127.0.0.1:{port}"), e))?;
     let _ = tcp.set_read_timeout(Some(timeout));
     let _ = tcp.set_write_timeout(Some(timeout));
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from("localhost").map_err(|e| Error::certs(format!("{e}")))?;
-    let conn = ClientConnection::new(config, name).map_err(|e| Error::certs(format!("TLS client: {e}")))?;
+    let conn = ClientConnection::new(config, name)
+        .map_err(|e| Error::certs(format!("TLS client: {e}")))?;
     let mut tls = StreamOwned::new(conn, tcp);
     // With TLS 1.3 a refused client certificate shows up only on the first
     // read, as an alert; a write error or a read error both mean "refused".
@@ -101,7 +112,8 @@ pub(crate) fn admin_request(port: u16, method: &str, path: &str) -> Result<RawRe
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| Error::io(step(), e))?;
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
     let req = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
-    tcp.write_all(req.as_bytes()).map_err(|e| Error::io(step(), e))?;
+    tcp.write_all(req.as_bytes())
+        .map_err(|e| Error::io(step(), e))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
     loop {
@@ -141,23 +153,33 @@ fn parse_response(buf: &[u8], at_eof: bool) -> Option<RawResponse> {
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let body = if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        dechunk(rest)?
-    } else if let Some(len) = get("content-length") {
-        let len: usize = len.parse().ok()?;
-        if rest.len() < len {
-            return None;
-        }
-        rest[..len].to_vec()
-    } else if status == 204 || status == 304 || (100..200).contains(&status) {
-        Vec::new()
-    } else if at_eof {
-        rest.to_vec()
-    } else {
-        return None;
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     };
-    Some(RawResponse { status, headers, body })
+    let body =
+        if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            dechunk(rest)?
+        } else if let Some(len) = get("content-length") {
+            let len: usize = len.parse().ok()?;
+            if rest.len() < len {
+                return None;
+            }
+            rest[..len].to_vec()
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            Vec::new()
+        } else if at_eof {
+            rest.to_vec()
+        } else {
+            return None;
+        };
+    Some(RawResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
@@ -184,10 +206,21 @@ mod tests {
 
     #[test]
     fn parses_content_length_and_chunked() {
-        let r = parse_response(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 19\r\n\r\nRBAC: access denied", false).unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (403, &b"RBAC: access denied"[..]));
+        let r = parse_response(
+            b"HTTP/1.1 403 Forbidden\r\ncontent-length: 19\r\n\r\nRBAC: access denied",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (403, &b"RBAC: access denied"[..])
+        );
         assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab", false).is_none());
-        let r = parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n", false).unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n",
+            false,
+        )
+        .unwrap();
         assert_eq!(r.body, b"abc");
     }
 }

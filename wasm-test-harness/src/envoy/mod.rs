@@ -30,7 +30,7 @@ use std::io::Read as _;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -115,13 +115,21 @@ pub struct EnvoyConfig {
     pub wasm: Option<PathBuf>,
     /// The compiled ruleset handed to the filter.
     pub ruleset: Vec<u8>,
+    /// The workload: in node metadata, and in a JSON plugin configuration.
     pub workload: Workload,
+    /// Node metadata naming another workload than `workload` (to show that a
+    /// JSON plugin configuration's workload wins); `None`: the same.
+    pub node_workload: Option<Workload>,
     pub plugin_config: PluginConfigFormat,
     pub normalization: Normalization,
     /// Envoy worker threads (`--concurrency`); 1 by default.
     pub concurrency: u32,
     /// Envoy's `-l` log level; `info` shows the filter's log lines.
     pub log_level: String,
+    /// Listeners through file-based LDS (the default, so rulesets can be
+    /// pushed); `false` puts them in the bootstrap as static listeners, where a
+    /// filter that refuses its configuration stops Envoy from booting.
+    pub lds: bool,
     /// How long Envoy may take to become ready.
     pub startup_timeout: Duration,
     /// The command that runs Envoy (program and leading arguments); `None`
@@ -136,10 +144,12 @@ impl EnvoyConfig {
             wasm: None,
             ruleset: Vec::new(),
             workload: Workload::default(),
+            node_workload: None,
             plugin_config: PluginConfigFormat::Bytes,
             normalization: Normalization::Strict,
             concurrency: 1,
             log_level: "info".into(),
+            lds: true,
             startup_timeout: Duration::from_secs(60),
             envoy_command: None,
         }
@@ -223,8 +233,13 @@ impl Probe {
         for (n, v) in &self.headers {
             let _ = write!(head, "{n}: {v}\r\n");
         }
-        let _ = write!(head, "{PROBE_ID_HEADER}: {probe_id}\r\nconnection: close\r\n");
-        if !self.body.is_empty() || !matches!(self.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+        let _ = write!(
+            head,
+            "{PROBE_ID_HEADER}: {probe_id}\r\nconnection: close\r\n"
+        );
+        if !self.body.is_empty()
+            || !matches!(self.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS")
+        {
             let _ = write!(head, "content-length: {}\r\n", self.body.len());
         }
         head.push_str("\r\n");
@@ -261,7 +276,10 @@ impl Observation {
 
     /// A response header by lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -281,7 +299,7 @@ pub struct Envoy {
     pki: Pki,
     upstream: upstream::Upstream,
     process: Mutex<Option<Process>>,
-    admin_port: u16,
+    admin_port: AtomicU16,
     mtls_port: u16,
     permissive_port: u16,
     version: AtomicU64,
@@ -325,31 +343,41 @@ impl Envoy {
         let upstream = upstream::Upstream::start()?;
         let (mtls_port, permissive_port) = (free_port()?, free_port()?);
         for sub in ["lds", "staging"] {
-            fs::create_dir_all(dir.path().join(sub)).map_err(|e| Error::io("create the LDS directory", e))?;
+            fs::create_dir_all(dir.path().join(sub))
+                .map_err(|e| Error::io("create the LDS directory", e))?;
         }
 
-        let bootstrap = render_bootstrap(&config, dir.path(), upstream.port())?;
+        let mut bootstrap = render_bootstrap(&config, dir.path(), upstream.port())?;
+        if !config.lds {
+            let listeners = render_listeners(&config, 1, &pki, mtls_port, permissive_port)?;
+            bootstrap.push_str(&static_listeners(&listeners)?);
+        }
         let bootstrap_path = dir.path().join("bootstrap.yaml");
         fs::write(&bootstrap_path, bootstrap).map_err(|e| Error::io("write bootstrap.yaml", e))?;
 
-        let mut envoy = Envoy {
+        let envoy = Envoy {
             config: Mutex::new(config.clone()),
             dir,
             pki,
             upstream,
             process: Mutex::new(None),
-            admin_port: 0,
+            admin_port: AtomicU16::new(0),
             mtls_port,
             permissive_port,
             version: AtomicU64::new(1),
             probes: AtomicU64::new(0),
             push_lock: Mutex::new(()),
         };
-        envoy.write_listeners(&config, 1)?;
+        if config.lds {
+            envoy.write_listeners(&config, 1)?;
+        }
 
         let admin_path = envoy.dir.path().join("admin.address");
-        let log = fs::File::create(envoy.log_path()).map_err(|e| Error::io("create envoy.log", e))?;
-        let log2 = log.try_clone().map_err(|e| Error::io("create envoy.log", e))?;
+        let log =
+            fs::File::create(envoy.log_path()).map_err(|e| Error::io("create envoy.log", e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::io("create envoy.log", e))?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(WRAPPER)
@@ -367,15 +395,17 @@ impl Envoy {
             .stdin(Stdio::piped())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
-        let mut child = cmd.spawn().map_err(|e| Error::io(format!("run {:?}", command), e))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("run {:?}", command), e))?;
         let stdin = child.stdin.take();
         *lock(&envoy.process) = Some(Process { child, stdin });
 
-        envoy.admin_port = envoy.wait_ready(&admin_path, config.startup_timeout)?;
+        envoy.wait_ready(&admin_path, config.startup_timeout)?;
         Ok(envoy)
     }
 
-    fn wait_ready(&self, admin_path: &Path, timeout: Duration) -> Result<u16> {
+    fn wait_ready(&self, admin_path: &Path, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut admin_port = None;
         let mut step = "waiting for the admin address";
@@ -397,19 +427,34 @@ impl Envoy {
                 admin_port = fs::read_to_string(admin_path)
                     .ok()
                     .and_then(|s| s.trim().rsplit(':').next()?.parse::<u16>().ok());
-                if admin_port.is_some() {
+                if let Some(p) = admin_port {
+                    self.admin_port.store(p, Ordering::SeqCst);
                     step = "waiting for /ready";
                 }
             }
             if let Some(port) = admin_port {
-                let ready = client::admin_request(port, "GET", "/ready").map(|r| r.status == 200).unwrap_or(false);
+                let ready = client::admin_request(port, "GET", "/ready")
+                    .map(|r| r.status == 200)
+                    .unwrap_or(false);
                 if ready {
                     step = "waiting for the listeners";
+                    // With LDS, a listener the filter refuses does not stop
+                    // Envoy: it runs on without listeners. That is a failed
+                    // start for us, with Envoy's reason.
+                    let rejected = self.lds_counters().map(|c| c.1 > 0).unwrap_or(false);
+                    if rejected {
+                        let details = self.listener_error().unwrap_or_default();
+                        return Err(Error::Start {
+                            step: "loading the listeners (LDS rejected them)".into(),
+                            detail: details,
+                            log_tail: self.log_tail(40),
+                        });
+                    }
                     let up = [self.mtls_port, self.permissive_port]
                         .iter()
                         .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok());
                     if up {
-                        return Ok(port);
+                        return Ok(());
                     }
                 }
             }
@@ -419,7 +464,12 @@ impl Envoy {
 
     /// Envoy's exit status, if it has exited.
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
-        lock(&self.process).as_mut()?.child.try_wait().ok().flatten()
+        lock(&self.process)
+            .as_mut()?
+            .child
+            .try_wait()
+            .ok()
+            .flatten()
     }
 
     /// A client certificate for `identity` signed by this run's CA (or by an
@@ -434,7 +484,7 @@ impl Envoy {
     }
 
     pub fn admin_port(&self) -> u16 {
-        self.admin_port
+        self.admin_port.load(Ordering::SeqCst)
     }
 
     pub fn port(&self, listener: Listener) -> u16 {
@@ -447,14 +497,23 @@ impl Envoy {
     /// Sends `probe` on a new connection and reports what came back and what
     /// the upstream saw. A refused handshake is an observation, not an error.
     pub fn send(&self, probe: &Probe) -> Result<Observation> {
-        let id = format!("{}-{}", std::process::id(), self.probes.fetch_add(1, Ordering::SeqCst));
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            self.probes.fetch_add(1, Ordering::SeqCst)
+        );
         let listener = probe.listener.unwrap_or(if probe.from.is_some() {
             Listener::Mtls
         } else {
             Listener::Permissive
         });
         let tls = client::tls_config(self.pki.ca_der(), probe.from.as_ref())?;
-        let outcome = client::send_tls(self.port(listener), tls, &probe.frame(&id), Duration::from_secs(10))?;
+        let outcome = client::send_tls(
+            self.port(listener),
+            tls,
+            &probe.frame(&id),
+            Duration::from_secs(10),
+        )?;
         let upstream_saw = self.upstream.take(&id);
         Ok(match outcome {
             client::Outcome::Response(r) => Observation {
@@ -481,7 +540,7 @@ impl Envoy {
 
     /// A GET on the admin interface; the body as text.
     pub fn admin(&self, path: &str) -> Result<String> {
-        let r = client::admin_request(self.admin_port, "GET", path)?;
+        let r = client::admin_request(self.admin_port(), "GET", path)?;
         if r.status != 200 {
             return Err(Error::Admin {
                 path: path.into(),
@@ -515,7 +574,10 @@ impl Envoy {
             return Ok(Some(*v));
         }
         let suffix = format!(".{name}");
-        Ok(stats.iter().find(|(n, _)| n.ends_with(&suffix)).map(|(_, v)| *v))
+        Ok(stats
+            .iter()
+            .find(|(n, _)| n.ends_with(&suffix))
+            .map(|(_, v)| *v))
     }
 
     /// Pushes `ruleset` to the filter as a listener update (LDS) and reports
@@ -553,7 +615,7 @@ impl Envoy {
         }
         // Accepted: wait until both listeners run this version, warmed.
         loop {
-            if self.listeners_active(version)? {
+            if self.listeners_active(&config)? {
                 *lock(&self.config) = config;
                 return Ok(PushOutcome::Accepted);
             }
@@ -570,7 +632,13 @@ impl Envoy {
     /// (update_success, update_rejected) of LDS.
     fn lds_counters(&self) -> Result<(u64, u64)> {
         let stats = self.stats()?;
-        let get = |n: &str| stats.iter().find(|(k, _)| k == n).map(|(_, v)| *v).unwrap_or(0);
+        let get = |n: &str| {
+            stats
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| *v)
+                .unwrap_or(0)
+        };
         Ok((
             get("listener_manager.lds.update_success"),
             get("listener_manager.lds.update_rejected"),
@@ -587,12 +655,18 @@ impl Envoy {
         Ok(json["configs"].as_array().cloned().unwrap_or_default())
     }
 
-    fn listeners_active(&self, version: u64) -> Result<bool> {
-        let v = version.to_string();
+    /// Whether both listeners are active, done warming, and carry `config`'s
+    /// ruleset. (The file subscription does not report our `version_info`
+    /// per listener, so the ruleset itself is the witness.)
+    fn listeners_active(&self, config: &EnvoyConfig) -> Result<bool> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&config.ruleset);
         let listeners = self.dynamic_listeners()?;
         Ok(listeners.len() == 2
             && listeners.iter().all(|l| {
-                l["active_state"]["version_info"].as_str() == Some(v.as_str()) && l.get("warming_state").is_none()
+                let active = &l["active_state"]["listener"];
+                !active.is_null()
+                    && l.get("warming_state").is_none()
+                    && (config.wasm.is_none() || active.to_string().contains(&b64))
             }))
     }
 
@@ -607,12 +681,19 @@ impl Envoy {
     }
 
     fn write_listeners(&self, config: &EnvoyConfig, version: u64) -> Result<()> {
-        let text = render_listeners(config, version, &self.pki, self.mtls_port, self.permissive_port)?;
+        let text = render_listeners(
+            config,
+            version,
+            &self.pki,
+            self.mtls_port,
+            self.permissive_port,
+        )?;
         // Write beside, then rename into the watched directory: Envoy reacts
         // to the move and never reads a half-written file.
         let staged = self.dir.path().join("staging").join("listeners.yaml");
         fs::write(&staged, text).map_err(|e| Error::io("write the listeners", e))?;
-        fs::rename(&staged, self.lds_path()).map_err(|e| Error::io("move the listeners into place", e))
+        fs::rename(&staged, self.lds_path())
+            .map_err(|e| Error::io("move the listeners into place", e))
     }
 
     fn lds_path(&self) -> PathBuf {
@@ -647,7 +728,9 @@ impl Envoy {
 
     /// Stops Envoy and waits for it (also done by Drop).
     pub fn stop(&self) {
-        let Some(mut p) = lock(&self.process).take() else { return };
+        let Some(mut p) = lock(&self.process).take() else {
+            return;
+        };
         drop(p.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -674,8 +757,8 @@ pub fn try_boot(config: EnvoyConfig) -> Result<Envoy> {
 }
 
 fn render_bootstrap(config: &EnvoyConfig, dir: &Path, upstream_port: u16) -> Result<String> {
-    let labels: serde_json::Map<String, serde_json::Value> = config
-        .workload
+    let node = config.node_workload.as_ref().unwrap_or(&config.workload);
+    let labels: serde_json::Map<String, serde_json::Value> = node
         .labels
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
@@ -689,17 +772,55 @@ fn render_bootstrap(config: &EnvoyConfig, dir: &Path, upstream_port: u16) -> Res
             ("upstream_port", upstream_port.to_string()),
             ("lds_path", path_text(&lds_dir.join("listeners.yaml"))),
             ("lds_dir", path_text(&lds_dir)),
-            ("namespace", config.workload.namespace.clone()),
+            ("namespace", node.namespace.clone()),
             ("labels_json", serde_json::Value::Object(labels).to_string()),
         ],
-        &[],
+        &[("lds", config.lds)],
     )
 }
 
-fn render_listeners(config: &EnvoyConfig, version: u64, pki: &Pki, mtls: u16, permissive: u16) -> Result<String> {
+/// The listeners of a rendered `listeners.yaml` as a `listeners:` block to
+/// append to the bootstrap's `static_resources` (its last key).
+fn static_listeners(rendered: &str) -> Result<String> {
+    const ITEM: &str = "  - \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener";
+    let body = rendered
+        .split_once("\nresources:\n")
+        .map(|(_, b)| b)
+        .ok_or_else(|| Error::Template {
+            template: "listeners.yaml".into(),
+            detail: "no `resources:` list".into(),
+        })?;
+    let mut out = String::from("  listeners:\n");
+    let mut lines = body.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == ITEM {
+            // `- "@type": ...` + `    name: x` becomes `- name: x`.
+            if let Some(next) = lines.next() {
+                out.push_str("  - ");
+                out.push_str(next.trim_start());
+                out.push('\n');
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn render_listeners(
+    config: &EnvoyConfig,
+    version: u64,
+    pki: &Pki,
+    mtls: u16,
+    permissive: u16,
+) -> Result<String> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(&config.ruleset);
     let (ty, value) = match config.plugin_config {
-        PluginConfigFormat::Bytes => ("type.googleapis.com/google.protobuf.BytesValue", format!("\"{b64}\"")),
+        PluginConfigFormat::Bytes => (
+            "type.googleapis.com/google.protobuf.BytesValue",
+            format!("\"{b64}\""),
+        ),
         PluginConfigFormat::Json => {
             let labels: serde_json::Map<String, serde_json::Value> = config
                 .workload
@@ -729,7 +850,10 @@ fn render_listeners(config: &EnvoyConfig, version: u64, pki: &Pki, mtls: u16, pe
             ("permissive_port", permissive.to_string()),
             ("cert_dir", path_text(pki.dir())),
             ("merge_slashes", config.normalization.merge_slashes().into()),
-            ("escaped_slashes_action", config.normalization.escaped_slashes_action().into()),
+            (
+                "escaped_slashes_action",
+                config.normalization.escaped_slashes_action().into(),
+            ),
             ("wasm_path", wasm),
             ("plugin_config_type", ty.into()),
             ("plugin_config_value", value),
@@ -741,16 +865,25 @@ fn render_listeners(config: &EnvoyConfig, version: u64, pki: &Pki, mtls: u16, pe
 /// Fills `{{name}}` placeholders, and keeps or drops the lines between
 /// `# {{#section}}` and `# {{/section}}`. Any placeholder left outside a
 /// comment is an error.
-pub fn render(name: &str, template: &str, vars: &[(&str, String)], sections: &[(&str, bool)]) -> Result<String> {
+pub fn render(
+    name: &str,
+    template: &str,
+    vars: &[(&str, String)],
+    sections: &[(&str, bool)],
+) -> Result<String> {
     let mut out = String::with_capacity(template.len() + 1024);
     let mut dropping: Option<&str> = None;
     for line in template.lines() {
         let t = line.trim();
         if let Some(sec) = t.strip_prefix("# {{#").and_then(|r| r.strip_suffix("}}")) {
-            let keep = sections.iter().find(|(n, _)| *n == sec).map(|(_, k)| *k).ok_or_else(|| Error::Template {
-                template: name.into(),
-                detail: format!("unknown section {sec}"),
-            })?;
+            let keep = sections
+                .iter()
+                .find(|(n, _)| *n == sec)
+                .map(|(_, k)| *k)
+                .ok_or_else(|| Error::Template {
+                    template: name.into(),
+                    detail: format!("unknown section {sec}"),
+                })?;
             if !keep && dropping.is_none() {
                 dropping = Some(sec);
             }
@@ -766,10 +899,11 @@ pub fn render(name: &str, template: &str, vars: &[(&str, String)], sections: &[(
             continue;
         }
         let mut l = line.to_string();
-        for (k, v) in vars {
-            l = l.replace(&format!("{{{{{k}}}}}"), v);
-        }
+        // Comments keep their placeholders: they document them.
         if !t.starts_with('#') {
+            for (k, v) in vars {
+                l = l.replace(&format!("{{{{{k}}}}}"), v);
+            }
             if let Some(at) = l.find("{{") {
                 return Err(Error::Template {
                     template: name.into(),
@@ -821,7 +955,9 @@ pub fn envoy_command() -> Result<Vec<String>> {
         .get_or_init(|| {
             let script = repo_root().join("scripts").join("envoy.sh");
             if !script.exists() {
-                return Ok(vec![std::env::var("ENVOY").unwrap_or_else(|_| "envoy".into())]);
+                return Ok(vec![
+                    std::env::var("ENVOY").unwrap_or_else(|_| "envoy".into())
+                ]);
             }
             let out = Command::new("bash")
                 .arg(&script)
@@ -852,6 +988,10 @@ pub fn filter_wasm() -> Option<PathBuf> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("target"));
-    let target = if target.is_relative() { repo_root().join(target) } else { target };
+    let target = if target.is_relative() {
+        repo_root().join(target)
+    } else {
+        target
+    };
     Some(target.join("wasm32-unknown-unknown/release/meshfence_filter.wasm")).filter(|p| p.exists())
 }

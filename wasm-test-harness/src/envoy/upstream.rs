@@ -71,7 +71,8 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     pub(crate) fn start() -> Result<Upstream> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind the upstream", e))?;
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind the upstream", e))?;
         let port = listener
             .local_addr()
             .map_err(|e| Error::io("read the upstream's address", e))?
@@ -138,10 +139,11 @@ impl Drop for Upstream {
 /// Serves one connection: HTTP/1.1 with keep-alive, as Envoy's pool uses it.
 fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut out) = conn.try_clone() else { return };
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(conn);
-    loop {
-        let Some((req, close)) = read_request(&mut reader) else { break };
+    while let Some((req, close)) = read_request(&mut reader) {
         let body = req.to_json();
         seen.lock().unwrap_or_else(|p| p.into_inner()).push(req);
         let head = format!(
