@@ -14,6 +14,9 @@ use wasm_test_harness::envoy::{
 };
 
 const DENY_BODY: &str = "RBAC: access denied";
+/// Allowed by the rules, but not a well-formed SPIFFE ID (no `/sa/`): it may
+/// pass, but may never become the identity header (DESIGN §4).
+const MALFORMED: &str = "spiffe://cluster.local/ns/tenant-a";
 
 fn envoy(normalization: Normalization) -> &'static Envoy {
     static STRICT: OnceLock<Envoy> = OnceLock::new();
@@ -23,7 +26,7 @@ fn envoy(normalization: Normalization) -> &'static Envoy {
         Normalization::IstioDefault => &ISTIO,
     };
     cell.get_or_init(|| {
-        let mut c = config(&[ALICE, ALICE_2, SHARED]);
+        let mut c = config(&[ALICE, ALICE_2, SHARED, MALFORMED]);
         c.normalization = normalization;
         Envoy::start(c).unwrap_or_else(|e| panic!("start Envoy: {e}"))
     })
@@ -107,6 +110,43 @@ fn a_spoofed_identity_cannot_satisfy_a_rule() {
 }
 
 #[test]
+fn many_copies_of_the_identity_header_all_go() {
+    let envoy = strict();
+    // 90 copies: Envoy itself answers 431 past 100 request headers.
+    let mut probe = from(envoy, ALICE);
+    for i in 0..90 {
+        let name = if i % 2 == 0 {
+            "x-tenant-identity"
+        } else {
+            "X-Tenant-IDENTITY"
+        };
+        probe = probe.header(
+            name,
+            &format!("spiffe://cluster.local/ns/tenant-{i}/sa/app"),
+        );
+    }
+    let seen = envoy.send(&probe).unwrap();
+    assert!(seen.allowed(), "{seen:?}");
+    assert_eq!(
+        seen.upstream_saw
+            .unwrap()
+            .header_values("x-tenant-identity"),
+        vec![ALICE]
+    );
+}
+
+#[test]
+fn a_malformed_spiffe_id_never_becomes_the_identity_header() {
+    let envoy = strict();
+    let seen = envoy
+        .send(&from(envoy, MALFORMED).header("x-tenant-identity", ALICE))
+        .unwrap();
+    assert!(seen.allowed(), "{seen:?}");
+    let up = seen.upstream_saw.unwrap();
+    assert!(up.header_values("x-tenant-identity").is_empty(), "{up:?}");
+}
+
+#[test]
 fn a_trusted_forwarder_passes_a_well_formed_identity_through() {
     let envoy = strict();
     let seen = envoy
@@ -146,6 +186,25 @@ fn without_a_certificate_the_request_is_unauthenticated_and_denied() {
         .unwrap()
         .unwrap_or(0);
     assert!(after > before, "unauthenticated {before} -> {after}");
+}
+
+#[test]
+fn a_forwarder_cannot_pass_a_malformed_identity() {
+    let envoy = strict();
+    let seen = envoy
+        .send(&from(envoy, SHARED).header("x-tenant-identity", "tenant-a"))
+        .unwrap();
+    // Either refused, or the header is replaced by the forwarder's own
+    // verified identity; never passed through as is.
+    if seen.allowed() {
+        let up = seen.upstream_saw.unwrap();
+        assert!(
+            !up.header_values("x-tenant-identity").contains(&"tenant-a"),
+            "{up:?}"
+        );
+    } else {
+        assert!(seen.denied(), "{seen:?}");
+    }
 }
 
 #[test]
@@ -194,6 +253,24 @@ fn an_audited_path_is_counted_and_allowed() {
             .iter()
             .filter(|(n, _)| n.contains("meshfence"))
             .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_dry_run_deny_is_counted_and_not_enforced() {
+    let envoy = strict();
+    let before = envoy
+        .counter("meshfence.dry_run_would_deny")
+        .unwrap()
+        .unwrap_or(0);
+    let seen = envoy
+        .send(&Probe::get("/shadow/x").from(envoy.caller(ALICE).unwrap()))
+        .unwrap();
+    assert!(seen.allowed(), "{seen:?}");
+    let after = envoy.counter("meshfence.dry_run_would_deny").unwrap();
+    assert!(
+        after.unwrap_or(0) > before,
+        "dry_run_would_deny {before} -> {after:?}"
     );
 }
 

@@ -566,8 +566,11 @@ impl Envoy {
         Ok(out)
     }
 
-    /// A counter by name. The filter's own metrics appear under Envoy's
-    /// `wasmcustom.` prefix; a name matches exactly or as a dotted suffix.
+    /// A counter by name, from `/stats?format=json`. The filter's own metrics
+    /// appear under Envoy's `wasmcustom.` prefix (`wasmcustom.meshfence.audited`;
+    /// `meshfence_audited` in `/stats/prometheus`), so a name matches exactly
+    /// or as a dotted suffix: `counter("meshfence.audited")`. `None`: no such
+    /// stat (the filter has not defined it).
     pub fn counter(&self, name: &str) -> Result<Option<u64>> {
         let stats = self.stats()?;
         if let Some((_, v)) = stats.iter().find(|(n, _)| n == name) {

@@ -86,7 +86,8 @@ fn policy(name: &str, action: Action, rules: Vec<Rule>) -> Policy {
 /// The rules the filter tests enforce on `backend/app=api`:
 /// - ALLOW the callers `allowed` (by URI SAN), any path;
 /// - DENY `/api/admin` (prefix) to everyone;
-/// - AUDIT `/audited` (prefix).
+/// - AUDIT `/audited` (prefix);
+/// - DENY `/shadow` (prefix) in dry-run: counted, never enforced.
 ///
 /// The shared-services namespace is a trusted forwarder.
 pub fn ruleset(allowed: &[&str]) -> Ruleset {
@@ -115,6 +116,18 @@ pub fn ruleset(allowed: &[&str]) -> Ruleset {
                     when: vec![],
                 }],
             ),
+            Policy {
+                dry_run: true,
+                ..policy(
+                    "shadow-deny",
+                    Action::Deny,
+                    vec![Rule {
+                        from: vec![],
+                        to: vec![vec![prefix(Attribute::Path, &["/shadow"])]],
+                        when: vec![],
+                    }],
+                )
+            },
             policy(
                 "audit",
                 Action::Audit,
