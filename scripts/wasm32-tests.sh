@@ -42,4 +42,19 @@ if command -v rustup >/dev/null 2>&1 &&
 fi
 
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$runner"
-exec cargo test -p meshfence-ruleset --target wasm32-unknown-unknown --lib --tests "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test -p meshfence-ruleset --target wasm32-unknown-unknown --lib --tests "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# A test without `#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]` is
+# skipped silently on wasm32: name the targets where that left nothing to run.
+empty="$(awk '
+  /Running / { if (match($0, /(tests|src)\/[^ ]+/)) target = substr($0, RSTART, RLENGTH) }
+  /no tests to run!/ { print target }
+' "$log")"
+if [ -n "$empty" ]; then
+  echo "wasm32-tests: warning: no wasm32 tests in:" $empty >&2
+fi
+exit "$status"

@@ -80,7 +80,10 @@ pub extern "C" fn proxy_on_configure(context_id: u32, plugin_configuration_size:
     // Take the root out while it loads, so host calls never meet a borrowed
     // table; put it back whatever happens.
     let Some(Some(mut root)) = with(|c| c.roots.remove(&context_id)) else {
-        ffi::log(ffi::LOG_ERROR, "meshfence: configure for an unknown context");
+        ffi::log(
+            ffi::LOG_ERROR,
+            "meshfence: configure for an unknown context",
+        );
         return 0;
     };
     let ok = root.on_configure(plugin_configuration_size);

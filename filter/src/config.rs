@@ -137,7 +137,11 @@ pub fn parse(raw: &[u8]) -> Result<Config, ConfigError> {
     if ruleset.is_empty() {
         return Err(ConfigError::Empty);
     }
-    if json.workload.as_ref().is_some_and(|w| w.namespace.is_empty()) {
+    if json
+        .workload
+        .as_ref()
+        .is_some_and(|w| w.namespace.is_empty())
+    {
         return Err(ConfigError::EmptyNamespace);
     }
     Ok(Config {
@@ -161,15 +165,24 @@ mod tests {
         let w = j.workload.unwrap();
         assert_eq!(w.namespace, "foo");
         assert_eq!(w.labels, [("app".into(), "a".into())]);
-        assert_eq!(parse(br#"{"ruleset": "TUZSUwE"}"#).unwrap().ruleset, b"MFRS\x01");
+        assert_eq!(
+            parse(br#"{"ruleset": "TUZSUwE"}"#).unwrap().ruleset,
+            b"MFRS\x01"
+        );
     }
 
     #[test]
     fn garbage() {
         assert_eq!(parse(b""), Err(ConfigError::Empty));
         assert!(matches!(parse(b"{"), Err(ConfigError::Json(_))));
-        assert!(matches!(parse(br#"{"workload": {}}"#), Err(ConfigError::Json(_))));
-        assert!(matches!(parse(br#"{"ruleset": "@@@"}"#), Err(ConfigError::Base64(_))));
+        assert!(matches!(
+            parse(br#"{"workload": {}}"#),
+            Err(ConfigError::Json(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"ruleset": "@@@"}"#),
+            Err(ConfigError::Base64(_))
+        ));
         assert!(matches!(
             parse(br#"{"ruleset": "TUZSUwE=", "workload": {"namespace": ""}}"#),
             Err(ConfigError::EmptyNamespace)

@@ -189,7 +189,11 @@ pub fn send_local_response(status_code: u16, details: &str, body: &str) -> Resul
     status(unsafe {
         proxy_send_local_response(
             u32::from(status_code),
-            if details.is_empty() { null() } else { details.as_ptr() },
+            if details.is_empty() {
+                null()
+            } else {
+                details.as_ptr()
+            },
             details.len(),
             body.as_ptr(),
             body.len(),

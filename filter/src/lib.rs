@@ -443,9 +443,9 @@ impl Shared {
             Pairs::parse(&header_buf).ok_or(Refusal::Host("a well-formed header map", 0))?;
         let peer_uri = match san.as_deref() {
             None => None,
-            Some(b) => Some(
-                core::str::from_utf8(b).map_err(|_| Refusal::NotText("the peer URI SAN"))?,
-            ),
+            Some(b) => {
+                Some(core::str::from_utf8(b).map_err(|_| Refusal::NotText("the peer URI SAN"))?)
+            }
         };
         let pseudo = |name: &'static str| -> Result<&str, Refusal> {
             match pairs.values(name.as_bytes()).next() {
@@ -554,7 +554,12 @@ impl Shared {
     }
 
     fn describe(&self, out: &mut String, rule: RuleRef) {
-        match self.loaded.borrow_owner().policies.get(rule.policy as usize) {
+        match self
+            .loaded
+            .borrow_owner()
+            .policies
+            .get(rule.policy as usize)
+        {
             Some(p) => {
                 let _ = write!(out, "policy={}/{} rule={}", p.namespace, p.name, rule.rule);
             }

@@ -14,10 +14,16 @@ fn refused(config: &[u8]) -> Host {
     let mut h = Host::from_bytes(wasm()).unwrap();
     h.set_node_workload(WORKLOAD_NS, WORKLOAD_LABELS);
     let ok = h.configure(config).expect("configure must not trap");
-    assert!(!ok, "accepted: {:?}", String::from_utf8_lossy(&config[..config.len().min(80)]));
+    assert!(
+        !ok,
+        "accepted: {:?}",
+        String::from_utf8_lossy(&config[..config.len().min(80)])
+    );
     assert_eq!(h.metric("meshfence.config_rejected"), Some(1));
     assert!(
-        h.logs().iter().any(|l| l.level == 4 && l.message.contains("configuration rejected")),
+        h.logs()
+            .iter()
+            .any(|l| l.level == 4 && l.message.contains("configuration rejected")),
         "{:?}",
         h.logs()
     );
@@ -37,7 +43,11 @@ fn with_word(mut b: Vec<u8>, at: usize, v: u32) -> Vec<u8> {
 }
 
 fn log_text(h: &Host) -> String {
-    h.logs().iter().map(|l| l.message.clone()).collect::<Vec<_>>().join("\n")
+    h.logs()
+        .iter()
+        .map(|l| l.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -45,7 +55,11 @@ fn bad_label() {
     let mut b = good();
     b[0] = b'M';
     let h = refused(&b);
-    assert!(log_text(&h).contains("does not validate"), "{}", log_text(&h));
+    assert!(
+        log_text(&h).contains("does not validate"),
+        "{}",
+        log_text(&h)
+    );
     refused(b"not a ruleset at all");
     refused(b"[1, 2, 3]");
 }
@@ -71,9 +85,15 @@ fn every_truncation() {
     let mut h = Host::from_bytes(wasm()).unwrap();
     h.set_node_workload(WORKLOAD_NS, WORKLOAD_LABELS);
     for n in 1..b.len() {
-        assert!(!h.configure(&b[..n]).expect("no trap"), "{n} bytes accepted");
+        assert!(
+            !h.configure(&b[..n]).expect("no trap"),
+            "{n} bytes accepted"
+        );
     }
-    assert_eq!(h.metric("meshfence.config_rejected"), Some(b.len() as u64 - 1));
+    assert_eq!(
+        h.metric("meshfence.config_rejected"),
+        Some(b.len() as u64 - 1)
+    );
     // A longer one (trailing garbage) is refused too.
     let mut long = b.clone();
     long.extend_from_slice(&[0; 4]);
@@ -122,11 +142,21 @@ fn json_workload_errors() {
     let b64 = base64::engine::general_purpose::STANDARD.encode(&b);
     refused(format!(r#"{{"ruleset": "{b64}", "workload": {{"namespace": ""}}}}"#).as_bytes());
     refused(format!(r#"{{"ruleset": "{b64}", "workload": {{"labels": {{}}}}}}"#).as_bytes());
-    refused(format!(r#"{{"ruleset": "{b64}", "workload": {{"namespace": "a", "labels": {{"k": 1}}}}}}"#).as_bytes());
-    refused(format!(r#"{{"ruleset": "{b64}", "workload": {{"namespace": "a", "lables": {{}}}}}}"#).as_bytes());
+    refused(
+        format!(
+            r#"{{"ruleset": "{b64}", "workload": {{"namespace": "a", "labels": {{"k": 1}}}}}}"#
+        )
+        .as_bytes(),
+    );
+    refused(
+        format!(r#"{{"ruleset": "{b64}", "workload": {{"namespace": "a", "lables": {{}}}}}}"#)
+            .as_bytes(),
+    );
     // Unknown top-level fields are room for later versions: accepted.
     let mut h = Host::from_bytes(wasm()).unwrap();
-    let ok = format!(r#"{{"future": [1, {{"x": null}}], "ruleset": "{b64}", "workload": {{"namespace": "a"}}}}"#);
+    let ok = format!(
+        r#"{{"future": [1, {{"x": null}}], "ruleset": "{b64}", "workload": {{"namespace": "a"}}}}"#
+    );
     assert!(h.configure(ok.as_bytes()).unwrap(), "{:?}", h.logs());
 }
 
@@ -149,9 +179,13 @@ fn a_refused_update_keeps_the_rules_in_force() {
     let mut bad = good();
     bad[60] ^= 1;
     assert!(!h.configure(&bad).unwrap());
-    let out = h.request(&RequestSpec::get("/api/admin").from(ALPHA)).unwrap();
+    let out = h
+        .request(&RequestSpec::get("/api/admin").from(ALPHA))
+        .unwrap();
     assert_eq!(out.status(), Some(403));
-    let out = h.request(&RequestSpec::get("/api/items").from(ALPHA)).unwrap();
+    let out = h
+        .request(&RequestSpec::get("/api/items").from(ALPHA))
+        .unwrap();
     assert!(out.allowed());
 }
 
@@ -164,7 +198,9 @@ fn json_accepts_unpadded_and_url_safe_base64() {
     ] {
         let b64 = engine.encode(&b);
         let mut h = Host::from_bytes(wasm()).unwrap();
-        let config = format!(r#"{{"ruleset": "{b64}", "workload": {{"namespace": "tenant-alpha", "labels": {{"app": "api"}}}}}}"#);
+        let config = format!(
+            r#"{{"ruleset": "{b64}", "workload": {{"namespace": "tenant-alpha", "labels": {{"app": "api"}}}}}}"#
+        );
         assert!(h.configure(config.as_bytes()).unwrap(), "{:?}", h.logs());
     }
 }

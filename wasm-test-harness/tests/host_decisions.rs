@@ -11,19 +11,25 @@ use wasm_test_harness::host::{Action, RequestSpec};
 fn allow_and_deny_in_both_forms() {
     for form in FORMS {
         let mut h = host(form);
-        let out = h.request(&RequestSpec::get("/api/items").from(ALPHA)).unwrap();
+        let out = h
+            .request(&RequestSpec::get("/api/items").from(ALPHA))
+            .unwrap();
         assert!(out.allowed(), "{form:?}: {out:?}");
         assert_eq!(out.action, Action::Continue);
 
         // DENY wins over the matching ALLOW.
-        let out = h.request(&RequestSpec::get("/api/admin/users").from(ALPHA)).unwrap();
+        let out = h
+            .request(&RequestSpec::get("/api/admin/users").from(ALPHA))
+            .unwrap();
         let reply = out.local_reply.clone().expect("a local reply");
         assert_eq!(out.action, Action::Pause);
         assert_eq!(reply.status, 403, "{form:?}");
         assert_eq!(reply.body_text(), "RBAC: access denied");
 
         // Another tenant: no ALLOW rule matches.
-        let out = h.request(&RequestSpec::get("/api/items").from(BETA)).unwrap();
+        let out = h
+            .request(&RequestSpec::get("/api/items").from(BETA))
+            .unwrap();
         assert_eq!(out.status(), Some(403), "{form:?}");
         // Method outside the rule.
         let out = h
@@ -40,9 +46,13 @@ fn allow_and_deny_in_both_forms() {
 fn audit_marks_without_changing_the_decision() {
     for form in FORMS {
         let mut h = host(form);
-        let out = h.request(&RequestSpec::get("/api/audit/log").from(ALPHA)).unwrap();
+        let out = h
+            .request(&RequestSpec::get("/api/audit/log").from(ALPHA))
+            .unwrap();
         assert!(out.allowed(), "{form:?}");
-        let out = h.request(&RequestSpec::get("/api/audit/log").from(BETA)).unwrap();
+        let out = h
+            .request(&RequestSpec::get("/api/audit/log").from(BETA))
+            .unwrap();
         assert_eq!(out.status(), Some(403));
         assert_eq!(h.metric("meshfence.audited"), Some(2), "{form:?}");
     }
@@ -52,7 +62,9 @@ fn audit_marks_without_changing_the_decision() {
 fn dry_run_counts_and_logs_but_never_enforces() {
     for form in FORMS {
         let mut h = host(form);
-        let out = h.request(&RequestSpec::get("/api/shadow/x").from(ALPHA)).unwrap();
+        let out = h
+            .request(&RequestSpec::get("/api/shadow/x").from(ALPHA))
+            .unwrap();
         assert!(out.allowed(), "{form:?}: {out:?}");
         assert_eq!(h.metric("meshfence.dry_run_would_deny"), Some(1));
         let line = out
@@ -60,7 +72,10 @@ fn dry_run_counts_and_logs_but_never_enforces() {
             .iter()
             .find(|l| l.message.contains("dry-run would deny"))
             .expect("a dry-run log line");
-        assert!(line.message.contains("policy=tenant-alpha/shadow rule=0"), "{line:?}");
+        assert!(
+            line.message.contains("policy=tenant-alpha/shadow rule=0"),
+            "{line:?}"
+        );
     }
 }
 
@@ -76,7 +91,11 @@ fn deny_log_line_names_policy_and_rule_but_no_header_value() {
         )
         .unwrap();
     assert_eq!(out.status(), Some(403));
-    let denies: Vec<_> = out.logs.iter().filter(|l| l.message.contains("denied")).collect();
+    let denies: Vec<_> = out
+        .logs
+        .iter()
+        .filter(|l| l.message.contains("denied"))
+        .collect();
     assert_eq!(denies.len(), 1, "{:?}", out.logs);
     let m = &denies[0].message;
     for part in [
@@ -88,20 +107,32 @@ fn deny_log_line_names_policy_and_rule_but_no_header_value() {
     ] {
         assert!(m.contains(part), "{part} not in {m}");
     }
-    assert!(!out.logs.iter().any(|l| l.message.contains("s3cret")), "{:?}", out.logs);
+    assert!(
+        !out.logs.iter().any(|l| l.message.contains("s3cret")),
+        "{:?}",
+        out.logs
+    );
 }
 
 #[test]
 fn strict_path_policy_refuses_ambiguous_paths_with_400() {
     for form in FORMS {
         let mut h = host(form);
-        for path in ["/api//admin", "/api/admin%2Fx", "/api/./admin", "/api/admin;x=1", "/api\\admin"] {
+        for path in [
+            "/api//admin",
+            "/api/admin%2Fx",
+            "/api/./admin",
+            "/api/admin;x=1",
+            "/api\\admin",
+        ] {
             let out = h.request(&RequestSpec::get(path).from(ALPHA)).unwrap();
             assert_eq!(out.status(), Some(400), "{form:?} {path}");
         }
         assert_eq!(h.metric("meshfence.path_refused"), Some(5));
         // The query never takes part.
-        let out = h.request(&RequestSpec::get("/api/items?x=//..;").from(ALPHA)).unwrap();
+        let out = h
+            .request(&RequestSpec::get("/api/items?x=//..;").from(ALPHA))
+            .unwrap();
         assert!(out.allowed());
     }
 }
@@ -112,7 +143,9 @@ fn istio_path_policy_matches_as_istio_does() {
     rs.mesh.path_policy = PathPolicy::Istio;
     let mut h = host_with(&rs, Form::Json);
     // Not refused; `//` does not match the `/api/admin` prefix deny.
-    let out = h.request(&RequestSpec::get("/api//admin").from(ALPHA)).unwrap();
+    let out = h
+        .request(&RequestSpec::get("/api//admin").from(ALPHA))
+        .unwrap();
     assert!(out.allowed(), "{out:?}");
     assert_eq!(h.metric("meshfence.path_refused"), Some(0));
 }
@@ -123,15 +156,25 @@ fn workload_selection_follows_node_labels() {
     // everything is allowed, even what allow-api would refuse.
     let mut h = wasm_test_harness::host::Host::from_bytes(wasm()).unwrap();
     h.set_node_workload(WORKLOAD_NS, &[("app", "web")]);
-    assert!(h.configure(&meshfence_ruleset::format::to_bytes(&ruleset())).unwrap());
-    let out = h.request(&RequestSpec::get("/api/admin").from(BETA)).unwrap();
+    assert!(h
+        .configure(&meshfence_ruleset::format::to_bytes(&ruleset()))
+        .unwrap());
+    let out = h
+        .request(&RequestSpec::get("/api/admin").from(BETA))
+        .unwrap();
     assert!(out.allowed(), "{out:?}");
     // The JSON workload overrides node metadata.
     let mut h = wasm_test_harness::host::Host::from_bytes(wasm()).unwrap();
     h.set_node_workload("elsewhere", &[]);
-    let config = json_config(&meshfence_ruleset::format::to_bytes(&ruleset()), WORKLOAD_NS, &[("app", "api")]);
+    let config = json_config(
+        &meshfence_ruleset::format::to_bytes(&ruleset()),
+        WORKLOAD_NS,
+        &[("app", "api")],
+    );
     assert!(h.configure(&config).unwrap());
-    let out = h.request(&RequestSpec::get("/api/admin").from(ALPHA)).unwrap();
+    let out = h
+        .request(&RequestSpec::get("/api/admin").from(ALPHA))
+        .unwrap();
     assert_eq!(out.status(), Some(403));
 }
 
@@ -163,16 +206,23 @@ fn custom_deny_status_and_body() {
     rs.mesh.deny_status = 451;
     rs.mesh.deny_body = "tenant boundary".into();
     let mut h = host_with(&rs, Form::Raw);
-    let out = h.request(&RequestSpec::get("/api/items").from(BETA)).unwrap();
+    let out = h
+        .request(&RequestSpec::get("/api/items").from(BETA))
+        .unwrap();
     let reply = out.local_reply.unwrap();
-    assert_eq!((reply.status, reply.body_text().as_str()), (451, "tenant boundary"));
+    assert_eq!(
+        (reply.status, reply.body_text().as_str()),
+        (451, "tenant boundary")
+    );
 }
 
 /// The cost of a request in host calls (recorded in benches/RESULTS.md).
 #[test]
 fn host_calls_per_request() {
     let mut h = host(Form::Json);
-    let allowed = h.request(&RequestSpec::get("/api/items").from(ALPHA)).unwrap();
+    let allowed = h
+        .request(&RequestSpec::get("/api/items").from(ALPHA))
+        .unwrap();
     assert!(allowed.allowed());
     assert_eq!(
         allowed.host_calls,
@@ -183,7 +233,9 @@ fn host_calls_per_request() {
             "proxy_increment_metric",
         ]
     );
-    let denied = h.request(&RequestSpec::get("/api/items").from(BETA)).unwrap();
+    let denied = h
+        .request(&RequestSpec::get("/api/items").from(BETA))
+        .unwrap();
     assert_eq!(
         denied.host_calls,
         [

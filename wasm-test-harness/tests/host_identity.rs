@@ -49,11 +49,15 @@ fn non_spiffe_san_gets_no_identity_header() {
 fn foreign_trust_domain_is_not_the_tenant() {
     let mut h = host(Form::Json);
     let foreign = "spiffe://evil.example/ns/tenant-beta/sa/curl";
-    let out = h.request(&RequestSpec::get("/api/x").from(foreign)).unwrap();
+    let out = h
+        .request(&RequestSpec::get("/api/x").from(foreign))
+        .unwrap();
     assert_eq!(out.status(), Some(403), "{out:?}");
     // Its verified identity (the trust bundle vouched for it) is what the
     // upstream would see on a path open to anyone.
-    let out = h.request(&RequestSpec::get("/health").from(foreign)).unwrap();
+    let out = h
+        .request(&RequestSpec::get("/health").from(foreign))
+        .unwrap();
     assert!(out.allowed());
     assert_eq!(out.header_values(IDENTITY), [foreign]);
 }
@@ -94,7 +98,11 @@ fn a_first_copy_equal_to_the_truth_does_not_smuggle_a_second() {
 fn a_single_correct_copy_is_left_alone() {
     let mut h = host(Form::Raw);
     let out = h
-        .request(&RequestSpec::get("/api/x").from(ALPHA).header(IDENTITY, ALPHA))
+        .request(
+            &RequestSpec::get("/api/x")
+                .from(ALPHA)
+                .header(IDENTITY, ALPHA),
+        )
         .unwrap();
     assert!(out.allowed());
     assert!(out.mutations.is_empty(), "{out:?}");
@@ -106,14 +114,22 @@ fn a_verified_caller_without_the_header_gets_it_set() {
     let mut h = host(Form::Raw);
     let out = h.request(&RequestSpec::get("/api/x").from(ALPHA)).unwrap();
     assert!(out.allowed());
-    assert_eq!(out.mutations, [Mutation::Add(IDENTITY.into(), ALPHA.into())]);
+    assert_eq!(
+        out.mutations,
+        [Mutation::Add(IDENTITY.into(), ALPHA.into())]
+    );
 }
 
 #[test]
 fn trusted_forwarder_passes_a_well_formed_value_through() {
     let mut h = host(Form::Json);
     let out = h
-        .request(&RequestSpec::get("/ingest").method("POST").from(GATEWAY).header(IDENTITY, ALPHA))
+        .request(
+            &RequestSpec::get("/ingest")
+                .method("POST")
+                .from(GATEWAY)
+                .header(IDENTITY, ALPHA),
+        )
         .unwrap();
     assert!(out.allowed(), "{out:?}");
     assert!(out.mutations.is_empty());
@@ -125,7 +141,10 @@ fn forwarder_with_a_malformed_or_doubled_value_is_replaced_by_its_own_identity()
     let mut h = host(Form::Json);
     for headers in [
         vec![(IDENTITY, "tenant-alpha")],
-        vec![(IDENTITY, "spiffe://cluster.local/ns/tenant-alpha/sa/curl/extra")],
+        vec![(
+            IDENTITY,
+            "spiffe://cluster.local/ns/tenant-alpha/sa/curl/extra",
+        )],
         vec![(IDENTITY, ALPHA), ("X-Tenant-Identity", ALPHA)],
     ] {
         let mut spec = RequestSpec::get("/ingest").method("POST").from(GATEWAY);
@@ -153,10 +172,18 @@ fn spoofing_is_denied_when_the_mesh_says_so() {
     rs.mesh.spoofed_identity = SpoofPolicy::Deny;
     let mut h = host_with(&rs, Form::Raw);
     let out = h
-        .request(&RequestSpec::get("/api/x").from(ALPHA).header(IDENTITY, BETA))
+        .request(
+            &RequestSpec::get("/api/x")
+                .from(ALPHA)
+                .header(IDENTITY, BETA),
+        )
         .unwrap();
     assert_eq!(out.status(), Some(403));
-    assert!(out.logs.iter().any(|l| l.message.contains("spoofed")), "{:?}", out.logs);
+    assert!(
+        out.logs.iter().any(|l| l.message.contains("spoofed")),
+        "{:?}",
+        out.logs
+    );
     let out = h.request(&RequestSpec::get("/api/x").from(ALPHA)).unwrap();
     assert!(out.allowed());
 }

@@ -81,7 +81,11 @@ macro_rules! import {
 pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), Error> {
     let mut done: HashSet<&'static str> = HashSet::new();
 
-    import!(linker, done, "proxy_log", |mut c: C<'_>, level: i32, ptr: i32, len: i32| -> i32 {
+    import!(linker, done, "proxy_log", |mut c: C<'_>,
+                                        level: i32,
+                                        ptr: i32,
+                                        len: i32|
+     -> i32 {
         if let Some(s) = enter(&mut c, "proxy_log") {
             return s as i32;
         }
@@ -95,53 +99,84 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
         OK as i32
     });
 
-    import!(linker, done, "proxy_get_log_level", |mut c: C<'_>, ret: i32| -> i32 {
+    import!(linker, done, "proxy_get_log_level", |mut c: C<'_>,
+                                                  ret: i32|
+     -> i32 {
         if let Some(s) = enter(&mut c, "proxy_get_log_level") {
             return s as i32;
         }
         let level = c.data().log_level;
-        if write(&mut c, ret, &level.to_le_bytes()) { OK as i32 } else { INVALID_MEMORY_ACCESS as i32 }
-    });
-
-    import!(linker, done, "proxy_get_current_time_nanoseconds", |mut c: C<'_>, ret: i32| -> i32 {
-        if let Some(s) = enter(&mut c, "proxy_get_current_time_nanoseconds") {
-            return s as i32;
+        if write(&mut c, ret, &level.to_le_bytes()) {
+            OK as i32
+        } else {
+            INVALID_MEMORY_ACCESS as i32
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        if write(&mut c, ret, &now.to_le_bytes()) { OK as i32 } else { INVALID_MEMORY_ACCESS as i32 }
     });
 
-    import!(linker, done, "proxy_set_tick_period_milliseconds", |mut c: C<'_>, ms: i32| -> i32 {
-        if let Some(s) = enter(&mut c, "proxy_set_tick_period_milliseconds") {
-            return s as i32;
-        }
-        c.data_mut().tick_period_ms = ms as u32;
-        OK as i32
-    });
-
-    import!(linker, done, "proxy_get_buffer_bytes",
-        |mut c: C<'_>, kind: i32, start: i32, max: i32, ret_data: i32, ret_size: i32| -> Result<i32, Error> {
-            if let Some(s) = enter(&mut c, "proxy_get_buffer_bytes") {
-                return Ok(s as i32);
+    import!(
+        linker,
+        done,
+        "proxy_get_current_time_nanoseconds",
+        |mut c: C<'_>, ret: i32| -> i32 {
+            if let Some(s) = enter(&mut c, "proxy_get_current_time_nanoseconds") {
+                return s as i32;
             }
-            let buffer = match kind {
-                6 => c.data().vm_config.clone(),
-                7 => c.data().plugin_config.clone(),
-                _ => None,
-            };
-            let Some(buffer) = buffer.filter(|b| !b.is_empty()) else {
-                return Ok(NOT_FOUND as i32);
-            };
-            let start = (start as u32 as usize).min(buffer.len());
-            let end = start.saturating_add(max as u32 as usize).min(buffer.len());
-            let slice = buffer[start..end].to_vec();
-            Ok(give(&mut c, &slice, ret_data, ret_size)? as i32)
-        });
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            if write(&mut c, ret, &now.to_le_bytes()) {
+                OK as i32
+            } else {
+                INVALID_MEMORY_ACCESS as i32
+            }
+        }
+    );
 
-    import!(linker, done, "proxy_get_header_map_pairs",
+    import!(
+        linker,
+        done,
+        "proxy_set_tick_period_milliseconds",
+        |mut c: C<'_>, ms: i32| -> i32 {
+            if let Some(s) = enter(&mut c, "proxy_set_tick_period_milliseconds") {
+                return s as i32;
+            }
+            c.data_mut().tick_period_ms = ms as u32;
+            OK as i32
+        }
+    );
+
+    import!(linker, done, "proxy_get_buffer_bytes", |mut c: C<'_>,
+                                                     kind: i32,
+                                                     start: i32,
+                                                     max: i32,
+                                                     ret_data: i32,
+                                                     ret_size: i32|
+     -> Result<
+        i32,
+        Error,
+    > {
+        if let Some(s) = enter(&mut c, "proxy_get_buffer_bytes") {
+            return Ok(s as i32);
+        }
+        let buffer = match kind {
+            6 => c.data().vm_config.clone(),
+            7 => c.data().plugin_config.clone(),
+            _ => None,
+        };
+        let Some(buffer) = buffer.filter(|b| !b.is_empty()) else {
+            return Ok(NOT_FOUND as i32);
+        };
+        let start = (start as u32 as usize).min(buffer.len());
+        let end = start.saturating_add(max as u32 as usize).min(buffer.len());
+        let slice = buffer[start..end].to_vec();
+        Ok(give(&mut c, &slice, ret_data, ret_size)? as i32)
+    });
+
+    import!(
+        linker,
+        done,
+        "proxy_get_header_map_pairs",
         |mut c: C<'_>, map: i32, ret_data: i32, ret_size: i32| -> Result<i32, Error> {
             if let Some(s) = enter(&mut c, "proxy_get_header_map_pairs") {
                 return Ok(s as i32);
@@ -152,9 +187,16 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
                 pairs::encode::<&[u8], &[u8]>(&[])
             };
             Ok(give(&mut c, &encoded, ret_data, ret_size)? as i32)
-        });
+        }
+    );
 
-    import!(linker, done, "proxy_set_header_map_pairs", |mut c: C<'_>, map: i32, ptr: i32, len: i32| -> i32 {
+    import!(linker, done, "proxy_set_header_map_pairs", |mut c: C<
+        '_,
+    >,
+                                                         map: i32,
+                                                         ptr: i32,
+                                                         len: i32|
+     -> i32 {
         if let Some(s) = enter(&mut c, "proxy_set_header_map_pairs") {
             return s as i32;
         }
@@ -174,8 +216,17 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
         OK as i32
     });
 
-    import!(linker, done, "proxy_get_header_map_value",
-        |mut c: C<'_>, map: i32, kptr: i32, klen: i32, ret_data: i32, ret_size: i32| -> Result<i32, Error> {
+    import!(
+        linker,
+        done,
+        "proxy_get_header_map_value",
+        |mut c: C<'_>,
+         map: i32,
+         kptr: i32,
+         klen: i32,
+         ret_data: i32,
+         ret_size: i32|
+         -> Result<i32, Error> {
             if let Some(s) = enter(&mut c, "proxy_get_header_map_value") {
                 return Ok(s as i32);
             }
@@ -195,27 +246,38 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
                 None => Ok(NOT_FOUND as i32),
                 Some(v) => Ok(give(&mut c, &v, ret_data, ret_size)? as i32),
             }
-        });
+        }
+    );
 
-    import!(linker, done, "proxy_add_header_map_value",
-        |mut c: C<'_>, map: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> i32 {
-            if let Some(s) = enter(&mut c, "proxy_add_header_map_value") {
-                return s as i32;
-            }
-            let (Some(k), Some(v)) = (read(&c, kptr, klen), read(&c, vptr, vlen)) else {
-                return INVALID_MEMORY_ACCESS as i32;
-            };
-            if map != REQUEST_HEADERS {
-                return BAD_ARGUMENT as i32;
-            }
-            let k = text(k);
-            let state = c.data_mut();
-            state.request_headers.push((k.clone(), v.clone()));
-            state.mutations.push(Mutation::Add(k, v));
-            OK as i32
-        });
+    import!(linker, done, "proxy_add_header_map_value", |mut c: C<
+        '_,
+    >,
+                                                         map: i32,
+                                                         kptr: i32,
+                                                         klen: i32,
+                                                         vptr: i32,
+                                                         vlen: i32|
+     -> i32 {
+        if let Some(s) = enter(&mut c, "proxy_add_header_map_value") {
+            return s as i32;
+        }
+        let (Some(k), Some(v)) = (read(&c, kptr, klen), read(&c, vptr, vlen)) else {
+            return INVALID_MEMORY_ACCESS as i32;
+        };
+        if map != REQUEST_HEADERS {
+            return BAD_ARGUMENT as i32;
+        }
+        let k = text(k);
+        let state = c.data_mut();
+        state.request_headers.push((k.clone(), v.clone()));
+        state.mutations.push(Mutation::Add(k, v));
+        OK as i32
+    });
 
-    import!(linker, done, "proxy_replace_header_map_value",
+    import!(
+        linker,
+        done,
+        "proxy_replace_header_map_value",
         |mut c: C<'_>, map: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> i32 {
             if let Some(s) = enter(&mut c, "proxy_replace_header_map_value") {
                 return s as i32;
@@ -229,52 +291,74 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
             let k = text(k);
             let state = c.data_mut();
             // Envoy's older `setCopy`: the first copy changes, others stay.
-            match state.request_headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&k)) {
+            match state
+                .request_headers
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&k))
+            {
                 Some(slot) => slot.1 = v.clone(),
                 None => state.request_headers.push((k.clone(), v.clone())),
             }
             state.mutations.push(Mutation::Replace(k, v));
             OK as i32
-        });
+        }
+    );
 
-    import!(linker, done, "proxy_remove_header_map_value", |mut c: C<'_>, map: i32, kptr: i32, klen: i32| -> i32 {
-        if let Some(s) = enter(&mut c, "proxy_remove_header_map_value") {
-            return s as i32;
+    import!(
+        linker,
+        done,
+        "proxy_remove_header_map_value",
+        |mut c: C<'_>, map: i32, kptr: i32, klen: i32| -> i32 {
+            if let Some(s) = enter(&mut c, "proxy_remove_header_map_value") {
+                return s as i32;
+            }
+            let Some(k) = read(&c, kptr, klen) else {
+                return INVALID_MEMORY_ACCESS as i32;
+            };
+            if map != REQUEST_HEADERS {
+                return BAD_ARGUMENT as i32;
+            }
+            let state = c.data_mut();
+            state.request_headers.retain(|(n, _)| !names_equal(n, &k));
+            state.mutations.push(Mutation::Remove(text(k)));
+            OK as i32
         }
-        let Some(k) = read(&c, kptr, klen) else {
-            return INVALID_MEMORY_ACCESS as i32;
+    );
+
+    import!(linker, done, "proxy_get_property", |mut c: C<'_>,
+                                                 pptr: i32,
+                                                 plen: i32,
+                                                 ret_data: i32,
+                                                 ret_size: i32|
+     -> Result<
+        i32,
+        Error,
+    > {
+        if let Some(s) = enter(&mut c, "proxy_get_property") {
+            return Ok(s as i32);
+        }
+        let Some(path) = read(&c, pptr, plen) else {
+            return Ok(INVALID_MEMORY_ACCESS as i32);
         };
-        if map != REQUEST_HEADERS {
-            return BAD_ARGUMENT as i32;
+        let key: Vec<String> = path.split(|&b| b == 0).map(|s| text(s.to_vec())).collect();
+        let state = c.data();
+        let found = state
+            .request_properties
+            .get(&key)
+            .or_else(|| state.properties.get(&key))
+            .cloned();
+        match found {
+            None => Ok(NOT_FOUND as i32),
+            Some(v) => Ok(give(&mut c, &v, ret_data, ret_size)? as i32),
         }
-        let state = c.data_mut();
-        state.request_headers.retain(|(n, _)| !names_equal(n, &k));
-        state.mutations.push(Mutation::Remove(text(k)));
-        OK as i32
     });
 
-    import!(linker, done, "proxy_get_property",
-        |mut c: C<'_>, pptr: i32, plen: i32, ret_data: i32, ret_size: i32| -> Result<i32, Error> {
-            if let Some(s) = enter(&mut c, "proxy_get_property") {
-                return Ok(s as i32);
-            }
-            let Some(path) = read(&c, pptr, plen) else {
-                return Ok(INVALID_MEMORY_ACCESS as i32);
-            };
-            let key: Vec<String> = path.split(|&b| b == 0).map(|s| text(s.to_vec())).collect();
-            let state = c.data();
-            let found = state
-                .request_properties
-                .get(&key)
-                .or_else(|| state.properties.get(&key))
-                .cloned();
-            match found {
-                None => Ok(NOT_FOUND as i32),
-                Some(v) => Ok(give(&mut c, &v, ret_data, ret_size)? as i32),
-            }
-        });
-
-    import!(linker, done, "proxy_set_property", |mut c: C<'_>, pptr: i32, plen: i32, vptr: i32, vlen: i32| -> i32 {
+    import!(linker, done, "proxy_set_property", |mut c: C<'_>,
+                                                 pptr: i32,
+                                                 plen: i32,
+                                                 vptr: i32,
+                                                 vlen: i32|
+     -> i32 {
         if let Some(s) = enter(&mut c, "proxy_set_property") {
             return s as i32;
         }
@@ -286,58 +370,89 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
         OK as i32
     });
 
-    import!(linker, done, "proxy_send_local_response",
-        |mut c: C<'_>, code: i32, dptr: i32, dlen: i32, bptr: i32, blen: i32, hptr: i32, hlen: i32, _grpc: i32| -> i32 {
-            if let Some(s) = enter(&mut c, "proxy_send_local_response") {
-                return s as i32;
+    import!(linker, done, "proxy_send_local_response", |mut c: C<'_>,
+                                                        code: i32,
+                                                        dptr: i32,
+                                                        dlen: i32,
+                                                        bptr: i32,
+                                                        blen: i32,
+                                                        hptr: i32,
+                                                        hlen: i32,
+                                                        _grpc: i32|
+     -> i32 {
+        if let Some(s) = enter(&mut c, "proxy_send_local_response") {
+            return s as i32;
+        }
+        let details = if dlen == 0 {
+            Some(Vec::new())
+        } else {
+            read(&c, dptr, dlen)
+        };
+        let body = if blen == 0 {
+            Some(Vec::new())
+        } else {
+            read(&c, bptr, blen)
+        };
+        let headers = if hlen == 0 {
+            Some(Vec::new())
+        } else {
+            read(&c, hptr, hlen)
+        };
+        let (Some(details), Some(body), Some(headers)) = (details, body, headers) else {
+            return INVALID_MEMORY_ACCESS as i32;
+        };
+        let Some(headers) = pairs::decode(&headers) else {
+            return BAD_ARGUMENT as i32;
+        };
+        let state = c.data_mut();
+        if state.local_reply.is_some() {
+            // Envoy refuses a second local reply on one stream.
+            return BAD_ARGUMENT as i32;
+        }
+        state.local_reply = Some(LocalReply {
+            status: code as u32,
+            details: text(details),
+            body,
+            headers: headers.into_iter().map(|(k, v)| (text(k), v)).collect(),
+        });
+        OK as i32
+    });
+
+    import!(linker, done, "proxy_define_metric", |mut c: C<'_>,
+                                                  kind: i32,
+                                                  nptr: i32,
+                                                  nlen: i32,
+                                                  ret: i32|
+     -> i32 {
+        if let Some(s) = enter(&mut c, "proxy_define_metric") {
+            return s as i32;
+        }
+        let Some(name) = read(&c, nptr, nlen) else {
+            return INVALID_MEMORY_ACCESS as i32;
+        };
+        if !(0..=2).contains(&kind) {
+            return BAD_ARGUMENT as i32;
+        }
+        let name = text(name);
+        let metrics = &mut c.data_mut().metrics;
+        let id = match metrics.iter().position(|(n, _, _)| *n == name) {
+            Some(i) => i,
+            None => {
+                metrics.push((name, kind as u32, 0));
+                metrics.len() - 1
             }
-            let details = if dlen == 0 { Some(Vec::new()) } else { read(&c, dptr, dlen) };
-            let body = if blen == 0 { Some(Vec::new()) } else { read(&c, bptr, blen) };
-            let headers = if hlen == 0 { Some(Vec::new()) } else { read(&c, hptr, hlen) };
-            let (Some(details), Some(body), Some(headers)) = (details, body, headers) else {
-                return INVALID_MEMORY_ACCESS as i32;
-            };
-            let Some(headers) = pairs::decode(&headers) else {
-                return BAD_ARGUMENT as i32;
-            };
-            let state = c.data_mut();
-            if state.local_reply.is_some() {
-                // Envoy refuses a second local reply on one stream.
-                return BAD_ARGUMENT as i32;
-            }
-            state.local_reply = Some(LocalReply {
-                status: code as u32,
-                details: text(details),
-                body,
-                headers: headers.into_iter().map(|(k, v)| (text(k), v)).collect(),
-            });
+        };
+        if write(&mut c, ret, &(id as u32).to_le_bytes()) {
             OK as i32
-        });
+        } else {
+            INVALID_MEMORY_ACCESS as i32
+        }
+    });
 
-    import!(linker, done, "proxy_define_metric",
-        |mut c: C<'_>, kind: i32, nptr: i32, nlen: i32, ret: i32| -> i32 {
-            if let Some(s) = enter(&mut c, "proxy_define_metric") {
-                return s as i32;
-            }
-            let Some(name) = read(&c, nptr, nlen) else {
-                return INVALID_MEMORY_ACCESS as i32;
-            };
-            if !(0..=2).contains(&kind) {
-                return BAD_ARGUMENT as i32;
-            }
-            let name = text(name);
-            let metrics = &mut c.data_mut().metrics;
-            let id = match metrics.iter().position(|(n, _, _)| *n == name) {
-                Some(i) => i,
-                None => {
-                    metrics.push((name, kind as u32, 0));
-                    metrics.len() - 1
-                }
-            };
-            if write(&mut c, ret, &(id as u32).to_le_bytes()) { OK as i32 } else { INVALID_MEMORY_ACCESS as i32 }
-        });
-
-    import!(linker, done, "proxy_increment_metric", |mut c: C<'_>, id: i32, offset: i64| -> i32 {
+    import!(linker, done, "proxy_increment_metric", |mut c: C<'_>,
+                                                     id: i32,
+                                                     offset: i64|
+     -> i32 {
         if let Some(s) = enter(&mut c, "proxy_increment_metric") {
             return s as i32;
         }
@@ -350,7 +465,10 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
         }
     });
 
-    import!(linker, done, "proxy_record_metric", |mut c: C<'_>, id: i32, value: i64| -> i32 {
+    import!(linker, done, "proxy_record_metric", |mut c: C<'_>,
+                                                  id: i32,
+                                                  value: i64|
+     -> i32 {
         if let Some(s) = enter(&mut c, "proxy_record_metric") {
             return s as i32;
         }
@@ -363,14 +481,21 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
         }
     });
 
-    import!(linker, done, "proxy_get_metric", |mut c: C<'_>, id: i32, ret: i32| -> i32 {
+    import!(linker, done, "proxy_get_metric", |mut c: C<'_>,
+                                               id: i32,
+                                               ret: i32|
+     -> i32 {
         if let Some(s) = enter(&mut c, "proxy_get_metric") {
             return s as i32;
         }
         let Some(value) = c.data().metrics.get(id as u32 as usize).map(|m| m.2) else {
             return NOT_FOUND as i32;
         };
-        if write(&mut c, ret, &(value as u64).to_le_bytes()) { OK as i32 } else { INVALID_MEMORY_ACCESS as i32 }
+        if write(&mut c, ret, &(value as u64).to_le_bytes()) {
+            OK as i32
+        } else {
+            INVALID_MEMORY_ACCESS as i32
+        }
     });
 
     for name in ["proxy_done", "proxy_continue_stream", "proxy_close_stream"] {
@@ -379,12 +504,20 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
     linker.func_wrap("env", "proxy_done", |mut c: C<'_>| -> i32 {
         enter(&mut c, "proxy_done").map_or(OK as i32, |s| s as i32)
     })?;
-    linker.func_wrap("env", "proxy_continue_stream", |mut c: C<'_>, _t: i32| -> i32 {
-        enter(&mut c, "proxy_continue_stream").map_or(OK as i32, |s| s as i32)
-    })?;
-    linker.func_wrap("env", "proxy_close_stream", |mut c: C<'_>, _t: i32| -> i32 {
-        enter(&mut c, "proxy_close_stream").map_or(OK as i32, |s| s as i32)
-    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_continue_stream",
+        |mut c: C<'_>, _t: i32| -> i32 {
+            enter(&mut c, "proxy_continue_stream").map_or(OK as i32, |s| s as i32)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_close_stream",
+        |mut c: C<'_>, _t: i32| -> i32 {
+            enter(&mut c, "proxy_close_stream").map_or(OK as i32, |s| s as i32)
+        },
+    )?;
 
     // Everything else the module imports: recorded, and answered with
     // `Unimplemented` (or zero, for a function that returns no status).
@@ -397,19 +530,24 @@ pub(crate) fn define(linker: &mut Linker<State>, module: &Module) -> Result<(), 
         }
         let name = format!("{}.{}", import.module(), import.name());
         let result_types: Vec<ValType> = ty.results().to_vec();
-        linker.func_new(import.module(), import.name(), ty.clone(), move |mut c, _params, results| {
-            c.data_mut().calls.push(name.clone());
-            for (slot, ty) in results.iter_mut().zip(&result_types) {
-                *slot = match ty {
-                    ValType::I32 => Val::I32(UNIMPLEMENTED as i32),
-                    ValType::I64 => Val::I64(0),
-                    ValType::F32 => Val::F32(0f32.into()),
-                    ValType::F64 => Val::F64(0f64.into()),
-                    other => Val::default_for_ty(*other),
-                };
-            }
-            Ok(())
-        })?;
+        linker.func_new(
+            import.module(),
+            import.name(),
+            ty.clone(),
+            move |mut c, _params, results| {
+                c.data_mut().calls.push(name.clone());
+                for (slot, ty) in results.iter_mut().zip(&result_types) {
+                    *slot = match ty {
+                        ValType::I32 => Val::I32(UNIMPLEMENTED as i32),
+                        ValType::I64 => Val::I64(0),
+                        ValType::F32 => Val::F32(0f32.into()),
+                        ValType::F64 => Val::F64(0f64.into()),
+                        other => Val::default_for_ty(*other),
+                    };
+                }
+                Ok(())
+            },
+        )?;
     }
     Ok(())
 }

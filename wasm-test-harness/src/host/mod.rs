@@ -165,7 +165,8 @@ impl RequestSpec {
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_string(), value.as_bytes().to_vec()));
+        self.headers
+            .push((name.to_string(), value.as_bytes().to_vec()));
         self
     }
 
@@ -370,7 +371,10 @@ impl Host {
     /// Makes the named host call (e.g. `proxy_send_local_response`) return
     /// `status` without doing anything, from now on.
     pub fn fail_call(&mut self, name: &str, status: u32) {
-        self.store.data_mut().faults.insert(name.to_string(), status);
+        self.store
+            .data_mut()
+            .faults
+            .insert(name.to_string(), status);
     }
 
     /// Hands the module a plugin configuration; what `proxy_on_configure`
@@ -378,10 +382,8 @@ impl Host {
     pub fn configure(&mut self, config: &[u8]) -> Result<bool, HostError> {
         self.store.data_mut().plugin_config = Some(config.to_vec());
         self.store.data_mut().pending_logs.clear();
-        let ok = self.call::<(i32, i32), i32>(
-            "proxy_on_configure",
-            (ROOT_CONTEXT_ID, config.len() as i32),
-        );
+        let ok = self
+            .call::<(i32, i32), i32>("proxy_on_configure", (ROOT_CONTEXT_ID, config.len() as i32));
         let logs = std::mem::take(&mut self.store.data_mut().pending_logs);
         self.store.data_mut().logs.extend(logs);
         Ok(ok? != 0)
@@ -416,10 +418,16 @@ impl Host {
                 put(&["destination", "address"], a.as_bytes().to_vec());
             }
             if let Some(p) = spec.destination_port {
-                put(&["destination", "port"], u64::from(p).to_le_bytes().to_vec());
+                put(
+                    &["destination", "port"],
+                    u64::from(p).to_le_bytes().to_vec(),
+                );
             }
             if let Some(s) = &spec.sni {
-                put(&["connection", "requested_server_name"], s.as_bytes().to_vec());
+                put(
+                    &["connection", "requested_server_name"],
+                    s.as_bytes().to_vec(),
+                );
             }
         }
         self.call::<(i32, i32), ()>("proxy_on_context_create", (id, ROOT_CONTEXT_ID))?;
@@ -507,7 +515,13 @@ fn build_filter() -> Result<PathBuf, String> {
         .to_path_buf();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { workspace.join(p) })
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace.join(p)
+            }
+        })
         .unwrap_or_else(|| workspace.join("target"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)

@@ -94,7 +94,12 @@ pub fn mesh() -> MeshSettings {
 /// - a policy of another workload (`app=other`) that would deny everything.
 pub fn ruleset() -> Ruleset {
     let ns = "tenant-alpha";
-    let mut shadow = policy(ns, "shadow", Action::Deny, vec![rule(vec![], vec![vec![path_prefix("/api/shadow")]], vec![])]);
+    let mut shadow = policy(
+        ns,
+        "shadow",
+        Action::Deny,
+        vec![rule(vec![], vec![vec![path_prefix("/api/shadow")]], vec![])],
+    );
     shadow.dry_run = true;
     let mut other = policy(ns, "other-workload", Action::Deny, vec![Rule::default()]);
     other.selector = vec![("app".into(), "other".into())];
@@ -119,8 +124,18 @@ pub fn ruleset() -> Ruleset {
                     rule(vec![], vec![vec![path_exact("/health")]], vec![]),
                 ],
             ),
-            policy(ns, "deny-admin", Action::Deny, vec![rule(vec![], vec![vec![path_prefix("/api/admin")]], vec![])]),
-            policy(ns, "audit-audit", Action::Audit, vec![rule(vec![], vec![vec![path_prefix("/api/audit")]], vec![])]),
+            policy(
+                ns,
+                "deny-admin",
+                Action::Deny,
+                vec![rule(vec![], vec![vec![path_prefix("/api/admin")]], vec![])],
+            ),
+            policy(
+                ns,
+                "audit-audit",
+                Action::Audit,
+                vec![rule(vec![], vec![vec![path_prefix("/api/audit")]], vec![])],
+            ),
             shadow,
             other,
         ],
@@ -143,7 +158,10 @@ pub const FORMS: [Form; 2] = [Form::Raw, Form::Json];
 
 pub fn json_config(bytes: &[u8], ns: &str, labels: &[(&str, &str)]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k:?}: {v:?}")).collect();
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k:?}: {v:?}"))
+        .collect();
     format!(
         r#"{{"ruleset": "{b64}", "workload": {{"namespace": "{ns}", "labels": {{{}}}}}}}"#,
         labels.join(", ")
