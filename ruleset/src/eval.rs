@@ -336,20 +336,21 @@ impl<'r> WorkloadPolicy<'r> {
             mesh,
             identity: &identity,
         };
-        let audit = self.first_match(&self.audit, &ctx);
         let mut decision = Decision {
             allowed: false,
             cause: Cause::NoAllowMatched,
-            audit,
+            audit: None,
             dry_run: DryRun::default(),
             identity,
         };
+        // The path policy comes before any rule, AUDIT included.
         if mesh.path_policy == PathPolicy::Strict {
             if let Err(problem) = path::check_strict(req.path) {
                 decision.cause = Cause::PathRefused(problem);
                 return decision;
             }
         }
+        decision.audit = self.first_match(&self.audit, &ctx);
         if identity.stripped_incoming && mesh.spoofed_identity == SpoofPolicy::Deny {
             decision.cause = Cause::SpoofedIdentity;
             return decision;
@@ -476,6 +477,8 @@ pub(crate) fn attribute_value<'a>(
             }
             n => req.headers.get(n).map(AttrValue::Text),
         },
+        // No verified JWT, ever (see `Attribute::RequestAuth`).
+        Attribute::RequestAuth(_) => None,
     }
 }
 
@@ -507,5 +510,116 @@ mod tests {
         assert_eq!(v, ["ns", "x"]);
         assert_eq!(namespaces_in("spiffe://td/ns/a").count(), 0);
         assert_eq!(namespaces_in("spiffe://td/ns//x").count(), 0);
+    }
+
+    /// `Attribute::RequestAuth` never has a value (no verified JWT): its
+    /// values fail and its negated form holds, in the evaluator, in the
+    /// reference interpreter and across an encode/decode round trip. Found
+    /// by the differential (Istio builder `single-policy`, `multiple-policies`).
+    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn request_auth_is_never_present() {
+        use crate::ir::{Action, Clause, Policy, Rule, StrMatch, ValueMatch};
+        use crate::request::HeaderList;
+        use alloc::string::ToString;
+        use alloc::vec;
+        let jwt = |negated: bool| Clause {
+            attribute: Attribute::RequestAuth("request.auth.principal".to_string()),
+            negated,
+            values: vec![
+                ValueMatch::Str(StrMatch::present()),
+                ValueMatch::Str(StrMatch::exact("iss/sub")),
+            ],
+        };
+        let policy = |name: &str, negated: bool| Policy {
+            name: name.to_string(),
+            namespace: "foo".to_string(),
+            action: Action::Allow,
+            dry_run: false,
+            selector: vec![],
+            rules: vec![Rule {
+                from: vec![vec![jwt(negated)]],
+                to: vec![],
+                when: vec![],
+            }],
+        };
+        let headers = [
+            ("authorization", "Bearer x.y.z"),
+            ("request.auth.principal", "iss/sub"),
+        ];
+        let req = Request {
+            peer_uri: Some("spiffe://cluster.local/ns/a/sa/b"),
+            method: "GET",
+            path: "/",
+            host: "example.com",
+            destination_port: 8080,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            sni: None,
+            headers: &HeaderList(&headers),
+        };
+        let workload = Workload {
+            namespace: "foo",
+            labels: &[],
+        };
+        for (negated, allowed) in [(false, false), (true, true)] {
+            let rs = crate::ir::Ruleset {
+                mesh: Default::default(),
+                policies: vec![policy("jwt", negated)],
+            };
+            let rs = crate::format::from_bytes(&crate::format::to_bytes(&rs)).unwrap();
+            let d = rs.for_workload(&workload).decide(&req);
+            assert_eq!(d.allowed, allowed, "negated={negated}");
+            let r = crate::reference::decide(&rs, &workload, &req);
+            assert!(r.agrees_with(&d), "negated={negated}");
+        }
+    }
+
+    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn refused_paths_are_not_audited() {
+        use crate::ir::{Clause, StrMatch};
+        use alloc::string::ToString;
+        use alloc::vec;
+        let ruleset = Ruleset {
+            mesh: MeshSettings::default(),
+            policies: vec![Policy {
+                name: "audit-all".to_string(),
+                namespace: "foo".to_string(),
+                action: Action::Audit,
+                dry_run: false,
+                selector: vec![],
+                rules: vec![Rule {
+                    to: vec![vec![Clause::new(
+                        Attribute::Path,
+                        vec![ValueMatch::Str(StrMatch::prefix("/"))],
+                    )]],
+                    ..Rule::default()
+                }],
+            }],
+        };
+        let wp = ruleset.for_workload(&Workload {
+            namespace: "foo",
+            labels: &[],
+        });
+        let headers = crate::request::HeaderList(&[]);
+        let mut req = Request {
+            peer_uri: None,
+            method: "GET",
+            path: "/a/b",
+            host: "h",
+            destination_port: 80,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            sni: None,
+            headers: &headers,
+        };
+        assert!(wp.decide(&req).audit.is_some());
+        req.path = "/a//b";
+        let d = wp.decide(&req);
+        assert_eq!(d.cause, Cause::PathRefused(PathProblem::EmptySegment));
+        assert_eq!(d.audit, None);
     }
 }

@@ -80,11 +80,10 @@ pub fn decide(ruleset: &Ruleset, workload: &Workload<'_>, req: &Request<'_>) -> 
         req,
         identity: id,
     };
-    let audit = r.first_match(workload, Kind::Audit);
     let mut out = ReferenceDecision {
         allowed: false,
         cause: Cause::NoAllowMatched,
-        audit,
+        audit: None,
         dry_run: DryRun::default(),
     };
     if mesh.path_policy == PathPolicy::Strict {
@@ -93,6 +92,7 @@ pub fn decide(ruleset: &Ruleset, workload: &Workload<'_>, req: &Request<'_>) -> 
             return out;
         }
     }
+    out.audit = r.first_match(workload, Kind::Audit);
     if id.stripped_incoming && mesh.spoofed_identity == SpoofPolicy::Deny {
         out.cause = Cause::SpoofedIdentity;
         return out;
@@ -230,6 +230,7 @@ impl Reader<'_, '_> {
                         .map(|v| Actual::Text(String::from(&*v)))
                 }
             }
+            Attribute::RequestAuth(_) => None,
         }
     }
 }
