@@ -31,14 +31,12 @@ use wasmi::{Config, Engine, Instance, Linker, Module, Store, TypedFunc};
 
 pub use abi::status;
 
-/// Fuel for one call into the module: enough for any sane filter, a bound
-/// on a runaway loop.
-const FUEL_PER_CALL: u64 = 2_000_000_000;
+/// Default fuel (about one unit per instruction) for one call into the
+/// module: ample for the filter, a bound on a runaway loop. See
+/// [`Host::set_fuel_per_call`].
+pub const DEFAULT_FUEL_PER_CALL: u64 = 200_000_000;
 
 const ROOT_CONTEXT_ID: i32 = 1;
-
-/// Native stack for the thread that runs wasm (address space only, until used).
-const WASM_THREAD_STACK: usize = 256 << 20;
 
 /// Why the host could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +246,7 @@ pub struct Host {
     instance: Instance,
     next_context_id: i32,
     poisoned: bool,
+    fuel_per_call: u64,
 }
 
 impl Host {
@@ -282,7 +281,7 @@ impl Host {
         };
         let mut store = Store::new(&engine, state);
         store
-            .set_fuel(FUEL_PER_CALL)
+            .set_fuel(DEFAULT_FUEL_PER_CALL)
             .map_err(|e| HostError::Load(e.to_string()))?;
         let instance = linker
             .instantiate_and_start(&mut store, &module)
@@ -301,6 +300,7 @@ impl Host {
             instance,
             next_context_id: ROOT_CONTEXT_ID + 1,
             poisoned: false,
+            fuel_per_call: DEFAULT_FUEL_PER_CALL,
         };
         for start in ["_initialize", "_start"] {
             if host.instance.get_func(&host.store, start).is_some() {
@@ -317,8 +317,8 @@ impl Host {
 
     fn call<P, R>(&mut self, name: &str, params: P) -> Result<R, HostError>
     where
-        P: wasmi::WasmParams + Send,
-        R: wasmi::WasmResults + Send,
+        P: wasmi::WasmParams,
+        R: wasmi::WasmResults,
     {
         if self.poisoned {
             return Err(HostError::Poisoned);
@@ -328,26 +328,19 @@ impl Host {
             .get_typed_func::<P, R>(&self.store, name)
             .map_err(|e| HostError::MissingExport(format!("{name}: {e}")))?;
         self.store
-            .set_fuel(FUEL_PER_CALL)
+            .set_fuel(self.fuel_per_call)
             .map_err(|e| HostError::Trap(e.to_string()))?;
-        let store = &mut self.store;
-        // wasmi (an unoptimized test build of it, above all) wants more native
-        // stack than a test thread's 2 MiB when the host re-enters the module
-        // (every `malloc` for a buffer it returns): run each call on a thread
-        // of its own with room to spare.
-        let result = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .name(format!("wasm:{name}"))
-                .stack_size(WASM_THREAD_STACK)
-                .spawn_scoped(scope, move || func.call(store, params))
-                .map_err(|e| HostError::Trap(format!("cannot start the wasm thread: {e}")))?
-                .join()
-                .map_err(|_| HostError::Trap(format!("in {name}: the host panicked")))
-        })?;
+        let result = func.call(&mut self.store, params);
         result.map_err(|e| {
             self.poisoned = true;
             HostError::Trap(format!("in {name}: {e}"))
         })
+    }
+
+    /// Sets the fuel each later call into the module gets (a call that runs
+    /// out traps).
+    pub fn set_fuel_per_call(&mut self, fuel: u64) {
+        self.fuel_per_call = fuel;
     }
 
     /// Whether the module exports a function of this name.
