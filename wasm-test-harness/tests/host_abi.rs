@@ -1,7 +1,9 @@
 //! The host itself, on tiny modules: a trap is an `Err`, never a panic of the
 //! test; an import the host does not implement answers `Unimplemented`.
 
-use wasm_test_harness::host::{status, Host, HostError, RequestSpec};
+mod host_support;
+
+use wasm_test_harness::host::{interface, status, Host, HostError, RequestSpec};
 
 /// A module with the ABI's exports; `configure` and `headers` are the bodies
 /// of `proxy_on_configure` and `proxy_on_request_headers`.
@@ -79,4 +81,44 @@ fn a_module_that_is_not_wasm_is_a_load_error() {
         Host::load("/nonexistent.wasm"),
         Err(HostError::Load(_))
     ));
+}
+
+/// What Envoy's proxy-wasm host needs from the filter, and every host call the
+/// filter can make (all of them exist in Envoy's ABI 0.2.1 host).
+#[test]
+fn the_filter_module_interface() {
+    let (imports, exports) = interface(host_support::wasm()).unwrap();
+    for name in [
+        "memory",
+        "malloc",
+        "proxy_abi_version_0_2_1",
+        "proxy_on_context_create",
+        "proxy_on_vm_start",
+        "proxy_on_configure",
+        "proxy_on_request_headers",
+        "proxy_on_done",
+        "proxy_on_delete",
+    ] {
+        assert!(
+            exports.iter().any(|e| e == name),
+            "{name} not exported: {exports:?}"
+        );
+    }
+    let mut imports = imports;
+    imports.sort();
+    assert_eq!(
+        imports,
+        [
+            "env.proxy_add_header_map_value",
+            "env.proxy_define_metric",
+            "env.proxy_get_buffer_bytes",
+            "env.proxy_get_header_map_pairs",
+            "env.proxy_get_property",
+            "env.proxy_increment_metric",
+            "env.proxy_log",
+            "env.proxy_remove_header_map_value",
+            "env.proxy_replace_header_map_value",
+            "env.proxy_send_local_response",
+        ]
+    );
 }

@@ -261,3 +261,26 @@ fn wasm_size_budget() {
     println!("meshfence_filter.wasm: {size} bytes");
     assert!(size <= 200 * 1024, "{size} bytes > 200 KiB");
 }
+
+/// Envoy serializes a map property in the pairs encoding into a buffer of at
+/// least 30 bytes (`serializeValue`, "prevent string inlining"): the filter
+/// must accept the zero padding after the pairs.
+#[test]
+fn node_labels_padded_as_envoy_pads_them() {
+    use wasm_test_harness::host::{pairs, Host};
+    for labels in [&[][..], &[("app", "api")][..]] {
+        let mut encoded = pairs::encode(labels);
+        encoded.resize(encoded.len().max(30), 0);
+        let mut h = Host::from_bytes(wasm()).unwrap();
+        h.set_property(&["node", "metadata", "NAMESPACE"], WORKLOAD_NS);
+        h.set_property(&["node", "metadata", "LABELS"], encoded);
+        assert!(h
+            .configure(&meshfence_ruleset::format::to_bytes(&ruleset()))
+            .unwrap());
+        let out = h
+            .request(&RequestSpec::get("/api/admin").from(ALPHA))
+            .unwrap();
+        // With app=api the deny applies; without labels no policy selects it.
+        assert_eq!(out.allowed(), labels.is_empty(), "{labels:?}");
+    }
+}

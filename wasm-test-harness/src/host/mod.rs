@@ -488,6 +488,18 @@ impl Host {
     }
 }
 
+/// A module's imports (`module.name`) and exports, without running it.
+pub fn interface(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), HostError> {
+    let engine = Engine::default();
+    let module = Module::new(&engine, wasm).map_err(|e| HostError::Load(e.to_string()))?;
+    let imports = module
+        .imports()
+        .map(|i| format!("{}.{}", i.module(), i.name()))
+        .collect();
+    let exports = module.exports().map(|e| e.name().to_string()).collect();
+    Ok((imports, exports))
+}
+
 /// The filter `.wasm`, built once per test process with
 /// `cargo build -p meshfence-filter --target wasm32-unknown-unknown --release`
 /// into the active target directory (`CARGO_TARGET_DIR` or the workspace's
