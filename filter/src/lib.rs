@@ -46,8 +46,8 @@ use meshfence_ruleset::eval::Cause;
 use meshfence_ruleset::identity::principal_of;
 use meshfence_ruleset::request::parse_ip;
 use meshfence_ruleset::{
-    format as wire, Attribute, Decision, Headers, Request, RuleRef, Ruleset, Workload,
-    WorkloadPolicy,
+    format as wire, Attribute, Decision, Headers, IdentityValue, Request, RuleRef, Ruleset,
+    Workload, WorkloadPolicy,
 };
 
 use crate::config::WorkloadSpec;
@@ -383,6 +383,7 @@ impl Headers for HostHeaders<'_> {
 /// Why a request was refused before the evaluator could decide it.
 enum Refusal {
     Host(&'static str, u32),
+    Malformed(&'static str),
     NotText(&'static str),
 }
 
@@ -410,6 +411,7 @@ impl Shared {
             Err(refusal) => {
                 let why = match refusal {
                     Refusal::Host(what, code) => format!("host refused {what} (status {code})"),
+                    Refusal::Malformed(what) => format!("{what} is malformed"),
                     Refusal::NotText(what) => format!("{what} is not valid UTF-8"),
                 };
                 ffi::log(
@@ -440,7 +442,7 @@ impl Shared {
         let header_buf =
             ffi::request_header_pairs().map_err(|e| Refusal::Host("the request headers", e.0))?;
         let pairs =
-            Pairs::parse(&header_buf).ok_or(Refusal::Host("a well-formed header map", 0))?;
+            Pairs::parse(&header_buf).ok_or(Refusal::Malformed("the header map from the host"))?;
         let peer_uri = match san.as_deref() {
             None => None,
             Some(b) => {
@@ -456,11 +458,9 @@ impl Shared {
         let method = pseudo(":method")?;
         let path = pseudo(":path")?;
         let host = pseudo(":authority")?;
-        let checked = policy
-            .header_names()
-            .iter()
-            .copied()
-            .chain(core::iter::once(mesh.identity_header.name.as_str()));
+        let identity = (mesh.identity_header.value != IdentityValue::Off)
+            .then_some(mesh.identity_header.name.as_str());
+        let checked = policy.header_names().iter().copied().chain(identity);
         for name in checked {
             if pairs
                 .values(name.as_bytes())

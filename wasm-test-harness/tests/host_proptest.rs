@@ -52,7 +52,9 @@ fn variants() -> Vec<Ruleset> {
     istio.mesh.identity_header.value = IdentityValue::Principal;
     let mut spoof_deny = base.clone();
     spoof_deny.mesh.spoofed_identity = SpoofPolicy::Deny;
-    vec![base, istio, spoof_deny]
+    let mut off = base.clone();
+    off.mesh.identity_header.value = IdentityValue::Off;
+    vec![base, istio, spoof_deny, off]
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -88,12 +90,9 @@ fn expected(rs: &Ruleset, spec: &RequestSpec) -> Expect {
         return refuse;
     };
     let map = spec.header_map();
-    let needed: Vec<&str> = wp
-        .header_names()
-        .iter()
-        .copied()
-        .chain([mesh.identity_header.name.as_str()])
-        .collect();
+    let identity = (mesh.identity_header.value != IdentityValue::Off)
+        .then_some(mesh.identity_header.name.as_str());
+    let needed: Vec<&str> = wp.header_names().iter().copied().chain(identity).collect();
     let bad = map
         .iter()
         .any(|(n, v)| needed.iter().any(|want| n.eq_ignore_ascii_case(want)) && text(v).is_none());
