@@ -248,11 +248,16 @@ fn load(size: usize, metrics: Metrics) -> Result<Shared, String> {
     let raw = ffi::plugin_configuration(size)
         .map_err(|e| format!("the host refused the plugin configuration (status {})", e.0))?
         .ok_or_else(|| String::from("there is no plugin configuration"))?;
-    let config = config::parse(&raw).map_err(|e| format!("{e}"))?;
+    let config::Config {
+        ruleset: bytes,
+        workload,
+    } = config::parse(&raw).map_err(|e| format!("{e}"))?;
     drop(raw);
-    let ruleset = wire::from_bytes(&config.ruleset)
-        .map_err(|e| format!("the ruleset does not validate: {e}"))?;
-    let spec = match config.workload {
+    let ruleset =
+        wire::from_bytes(&bytes).map_err(|e| format!("the ruleset does not validate: {e}"))?;
+    // Every VM of every worker holds a copy: keep only the decoded form.
+    drop(bytes);
+    let spec = match workload {
         Some(spec) => spec,
         None => workload_from_node()?,
     };

@@ -197,3 +197,22 @@ fn non_utf8_san_fails_closed() {
     assert_eq!(out.status(), Some(403));
     assert!(!h.trapped());
 }
+
+/// DESIGN §4: only a trusted forwarder of this mesh may pass the header on.
+/// The evaluator (`identity::sanitize`) compares the forwarder's namespace
+/// only, so under a federated trust bundle a workload of another trust domain
+/// in a namespace named like a forwarder could pass any tenant's identity.
+#[test]
+#[ignore = "evaluator: trusted forwarders are not checked against the mesh trust domain (reported)"]
+fn a_forwarder_of_another_trust_domain_is_not_trusted() {
+    let mut h = host(Form::Json);
+    let foreign_gateway = "spiffe://evil.example/ns/shared-services/sa/gateway";
+    let out = h
+        .request(
+            &RequestSpec::get("/health")
+                .from(foreign_gateway)
+                .header(IDENTITY, ALPHA),
+        )
+        .unwrap();
+    assert_eq!(out.header_values(IDENTITY), [foreign_gateway], "{out:?}");
+}
