@@ -632,7 +632,8 @@ impl Envoy {
         }
     }
 
-    /// (update_success, update_rejected) of LDS.
+    /// LDS (update_success, update_rejected + update_failure): Envoy counts a
+    /// listener it refuses as rejected, a file it cannot parse as a failure.
     fn lds_counters(&self) -> Result<(u64, u64)> {
         let stats = self.stats()?;
         let get = |n: &str| {
@@ -644,7 +645,8 @@ impl Envoy {
         };
         Ok((
             get("listener_manager.lds.update_success"),
-            get("listener_manager.lds.update_rejected"),
+            get("listener_manager.lds.update_rejected")
+                + get("listener_manager.lds.update_failure"),
         ))
     }
 
