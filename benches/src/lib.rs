@@ -7,7 +7,7 @@
 //! (`platform-logging`, `app: log-collector`): POST `/ingest/<tenant>/*` from
 //! the tenant's namespace with `x-tenant-id: <tenant id>`. A mesh-wide
 //! `spec: {}` closes everything else. The benchmarked workload is the log
-//! collector: its policy has one rule per tenant, the shape where Envoy's RBAC
+//! collector: its policies (512 rules each, Istio's limit) have one rule per tenant, the shape where Envoy's RBAC
 //! filter checks rules one by one.
 
 use std::fmt::Write;
@@ -42,10 +42,14 @@ pub fn mesh_policies_yaml(tenants: usize) -> String {
     y.push_str(
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-all\n  namespace: istio-system\nspec: {}\n",
     );
-    y.push_str(
-        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: logging-ingestion-policy\n  namespace: platform-logging\nspec:\n  selector:\n    matchLabels:\n      app: log-collector\n  action: ALLOW\n  rules:\n",
-    );
     for i in 0..tenants {
+        if i % MAX_RULES_PER_POLICY == 0 {
+            let _ = write!(
+                y,
+                "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {}\n  namespace: platform-logging\nspec:\n  selector:\n    matchLabels:\n      app: log-collector\n  action: ALLOW\n  rules:\n",
+                ingestion_policy_name(i)
+            );
+        }
         let t = tenant_name(i);
         let id = tenant_id(i);
         let _ = write!(
@@ -63,15 +67,35 @@ pub fn mesh_policies_yaml(tenants: usize) -> String {
     y
 }
 
-/// The name istiod gives the Envoy RBAC policy for rule `i` of the log
-/// collector's ingestion policy.
+/// Istio's CRD allows at most 512 rules in one AuthorizationPolicy (and the
+/// compiler enforces it), so the log collector's ingestion rules are split
+/// into policies of 512 tenants: `logging-ingestion-policy` holds tenants
+/// 0..512, `logging-ingestion-policy-1` the next 512, and so on.
+pub const MAX_RULES_PER_POLICY: usize = 512;
+
+/// The ingestion policy that holds tenant `i`'s rule.
+pub fn ingestion_policy_name(i: usize) -> String {
+    match i / MAX_RULES_PER_POLICY {
+        0 => "logging-ingestion-policy".to_string(),
+        k => format!("logging-ingestion-policy-{k}"),
+    }
+}
+
+/// The name istiod gives the Envoy RBAC policy for tenant `i`'s rule of the
+/// log collector's ingestion policies.
 pub fn istio_rbac_policy_name(i: usize) -> String {
-    format!("ns[{WORKLOAD_NAMESPACE}]-policy[logging-ingestion-policy]-rule[{i}]")
+    format!(
+        "ns[{WORKLOAD_NAMESPACE}]-policy[{}]-rule[{}]",
+        ingestion_policy_name(i),
+        i % MAX_RULES_PER_POLICY
+    )
 }
 
 /// The tenants in the order Envoy's RBAC filter checks their policies: it
 /// keeps policies in a map sorted by name, so `rule[10]` comes before
-/// `rule[9]` and tenant 9 is checked last (for any `tenants` ≥ 10).
+/// `rule[9]`, `policy[logging-ingestion-policy-1]` before
+/// `policy[logging-ingestion-policy]`, and tenant 9 is checked last (for any
+/// `tenants` ≥ 10).
 pub fn rbac_check_order(tenants: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..tenants).collect();
     order.sort_by_cached_key(|&i| istio_rbac_policy_name(i));
@@ -98,6 +122,8 @@ mod tests {
         assert_eq!(rbac_last_tenant(10), 9);
         assert_eq!(rbac_last_tenant(1_000), 9);
         assert_eq!(rbac_last_tenant(10_000), 9);
-        assert_eq!(rbac_check_order(12)[..4], [0, 1, 10, 11]);
+        assert_eq!(rbac_check_order(12)[..4], [0, 10, 11, 1]);
+        assert_eq!(rbac_check_order(1_000)[0], 512);
+        assert_eq!(istio_rbac_policy_name(513), "ns[platform-logging]-policy[logging-ingestion-policy-1]-rule[1]");
     }
 }

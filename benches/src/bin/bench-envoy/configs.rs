@@ -20,7 +20,7 @@ pub enum Variant {
     Rbac,
     /// The seed's Lua identity injection, plus the same checks in Lua.
     Lua,
-    /// The meshfence filter, ruleset as raw bytes, workload from node metadata.
+    /// The meshfence filter, configured with JSON (ruleset in base64, workload).
     Meshfence,
 }
 
@@ -166,10 +166,18 @@ fn wasm_filter(plugin: &str, vm_id: &str, wasm: &Path, ruleset: Option<&[u8]>) -
         "fail_open": false
     });
     if let Some(bytes) = ruleset {
-        // DESIGN §6/§10: raw bytes in a BytesValue (base64 in JSON) arrive exactly.
+        // The shape an Istio WasmPlugin's pluginConfig arrives in: JSON with
+        // the ruleset in base64 and the workload. (Raw bytes in a BytesValue
+        // with the workload from node metadata fail here: on a static
+        // listener, configured at boot, the filter finds no node metadata.)
+        let labels: serde_json::Map<_, _> = mesh::WORKLOAD_LABELS.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let plugin = json!({
+            "ruleset": base64::engine::general_purpose::STANDARD.encode(bytes),
+            "workload": {"namespace": mesh::WORKLOAD_NAMESPACE, "labels": labels}
+        });
         config["configuration"] = json!({
-            "@type": "type.googleapis.com/google.protobuf.BytesValue",
-            "value": base64::engine::general_purpose::STANDARD.encode(bytes)
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": plugin.to_string()
         });
     }
     json!({

@@ -9,7 +9,7 @@
 //! | `wasm-noop` | an empty proxy-wasm filter (`benches/wasm-noop`) |
 //! | `rbac`      | `header_mutation` (remove + set `x-tenant-identity` from the peer URI SAN), then Envoy's RBAC with istiod's policies for the same AuthorizationPolicy |
 //! | `lua`       | the seed's Lua identity injection, made safe, plus the same checks with a table keyed by namespace |
-//! | `meshfence` | the meshfence filter, ruleset as raw bytes, workload from node metadata |
+//! | `meshfence` | the meshfence filter, JSON plugin configuration (ruleset in base64, workload) as an Istio WasmPlugin delivers it |
 //!
 //! at 10, 1,000 and 10,000 tenants (`meshfence_benches::mesh_policies_yaml`).
 //! This process is the load generator ([`loadgen`], pinned to core 1): closed
