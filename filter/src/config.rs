@@ -122,10 +122,10 @@ pub fn parse(raw: &[u8]) -> Result<Config, ConfigError> {
     };
     // Accept base64 with or without padding, standard or URL-safe alphabet;
     // white space (a wrapped YAML scalar) is dropped first.
-    let text: String = ruleset_text
-        .chars()
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    let mut text = ruleset_text;
+    if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        text.retain(|c| !c.is_ascii_whitespace());
+    }
     let padded = base64::engine::GeneralPurposeConfig::new()
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent);
     let standard = base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, padded);

@@ -247,6 +247,7 @@ pub struct Host {
     next_context_id: i32,
     poisoned: bool,
     fuel_per_call: u64,
+    last_fuel: u64,
 }
 
 impl Host {
@@ -301,6 +302,7 @@ impl Host {
             next_context_id: ROOT_CONTEXT_ID + 1,
             poisoned: false,
             fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            last_fuel: 0,
         };
         for start in ["_initialize", "_start"] {
             if host.instance.get_func(&host.store, start).is_some() {
@@ -331,6 +333,9 @@ impl Host {
             .set_fuel(self.fuel_per_call)
             .map_err(|e| HostError::Trap(e.to_string()))?;
         let result = func.call(&mut self.store, params);
+        self.last_fuel = self
+            .fuel_per_call
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
         result.map_err(|e| {
             self.poisoned = true;
             HostError::Trap(format!("in {name}: {e}"))
@@ -341,6 +346,11 @@ impl Host {
     /// out traps).
     pub fn set_fuel_per_call(&mut self, fuel: u64) {
         self.fuel_per_call = fuel;
+    }
+
+    /// Fuel (roughly, wasm instructions) the last call into the module used.
+    pub fn last_call_fuel(&self) -> u64 {
+        self.last_fuel
     }
 
     /// Whether the module exports a function of this name.
