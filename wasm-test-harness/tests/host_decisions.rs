@@ -247,11 +247,13 @@ fn host_calls_per_request() {
         ]
     );
     println!(
-        "host calls: allowed {} {:?}; denied {} {:?}",
+        "host calls: allowed {} {:?} ({} fuel); denied {} {:?} ({} fuel)",
         allowed.host_calls.len(),
         allowed.host_calls,
+        allowed.fuel,
         denied.host_calls.len(),
-        denied.host_calls
+        denied.host_calls,
+        denied.fuel
     );
 }
 

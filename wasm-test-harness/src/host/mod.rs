@@ -193,6 +193,9 @@ pub struct Outcome {
     pub logs: Vec<LogLine>,
     /// The host calls the module made in `proxy_on_request_headers`, in order.
     pub host_calls: Vec<String>,
+    /// Fuel (about one unit per wasm instruction) `proxy_on_request_headers`
+    /// used, the host's work in the calls excluded.
+    pub fuel: u64,
 }
 
 impl Outcome {
@@ -439,6 +442,7 @@ impl Host {
         let action =
             self.call::<(i32, i32, i32), i32>("proxy_on_request_headers", (id, num_headers, 1))?;
         let host_calls = std::mem::take(&mut self.store.data_mut().calls);
+        let fuel = self.last_fuel;
         // Envoy ends every stream this way, replied to locally or not; a
         // module may leave any of these callbacks out.
         if self.exports("proxy_on_done") {
@@ -464,6 +468,7 @@ impl Host {
             mutations: std::mem::take(&mut state.mutations),
             logs,
             host_calls,
+            fuel,
         })
     }
 
