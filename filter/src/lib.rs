@@ -356,6 +356,72 @@ impl Stream {
 /// Every copy of every header the evaluator asks for was checked to be UTF-8.
 struct HostHeaders<'a> {
     pairs: Pairs<'a>,
+    /// The identity header's name, first copy and number of copies, from the
+    /// scan (the evaluator always asks for it).
+    identity: Option<(&'a str, &'a str, usize)>,
+}
+
+/// What one pass over the header map finds: the pseudo-headers, the identity
+/// header's copies, and whether any copy of a header the rules read is not
+/// text. One pass instead of one per name: the header map is scanned once
+/// more only for each header a rule reads.
+struct Scan<'a> {
+    method: &'a [u8],
+    path: &'a [u8],
+    authority: &'a [u8],
+    identity_first: Option<&'a [u8]>,
+    identity_copies: usize,
+    rule_header_not_text: bool,
+}
+
+impl<'a> Scan<'a> {
+    fn of(pairs: &Pairs<'a>, identity: Option<&str>, rule_headers: &[&str]) -> Scan<'a> {
+        let mut scan = Scan {
+            method: b"",
+            path: b"",
+            authority: b"",
+            identity_first: None,
+            identity_copies: 0,
+            rule_header_not_text: false,
+        };
+        let (mut method, mut path, mut authority) = (false, false, false);
+        for (name, value) in pairs.iter() {
+            if name.first() == Some(&b':') {
+                // The first copy of each, as Envoy's by-name lookup returns.
+                let slot = match name {
+                    b":method" => Some((&mut method, &mut scan.method)),
+                    b":path" => Some((&mut path, &mut scan.path)),
+                    b":authority" => Some((&mut authority, &mut scan.authority)),
+                    _ => None,
+                };
+                if let Some((seen, field)) = slot {
+                    if !*seen {
+                        *seen = true;
+                        *field = value;
+                    }
+                }
+                continue;
+            }
+            if identity.is_some_and(|id| name.eq_ignore_ascii_case(id.as_bytes())) {
+                if scan.identity_first.is_none() {
+                    scan.identity_first = Some(value);
+                }
+                scan.identity_copies += 1;
+                if core::str::from_utf8(value).is_err() {
+                    scan.rule_header_not_text = true;
+                }
+                continue;
+            }
+            if rule_headers
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+                && core::str::from_utf8(value).is_err()
+            {
+                scan.rule_header_not_text = true;
+            }
+        }
+        scan
+    }
 }
 
 impl Headers for HostHeaders<'_> {
@@ -379,6 +445,11 @@ impl Headers for HostHeaders<'_> {
     }
 
     fn first_with_count(&self, name: &str) -> Option<(&str, usize)> {
+        if let Some((id, first, copies)) = self.identity {
+            if id == name {
+                return Some((first, copies));
+            }
+        }
         let mut copies = self.pairs.values(name.as_bytes());
         let first = core::str::from_utf8(copies.next()?).ok()?;
         Some((first, 1 + copies.count()))
@@ -390,6 +461,10 @@ enum Refusal {
     Host(&'static str, u32),
     Malformed(&'static str),
     NotText(&'static str),
+}
+
+fn text<'b>(value: &'b [u8], what: &'static str) -> Result<&'b str, Refusal> {
+    core::str::from_utf8(value).map_err(|_| Refusal::NotText(what))
 }
 
 /// `ip:port` or `[ip6]:port` (Envoy's address format) to the 16-byte form.
@@ -454,26 +529,23 @@ impl Shared {
                 Some(core::str::from_utf8(b).map_err(|_| Refusal::NotText("the peer URI SAN"))?)
             }
         };
-        let pseudo = |name: &'static str| -> Result<&str, Refusal> {
-            match pairs.values(name.as_bytes()).next() {
-                None => Ok(""),
-                Some(v) => core::str::from_utf8(v).map_err(|_| Refusal::NotText(name)),
-            }
-        };
-        let method = pseudo(":method")?;
-        let path = pseudo(":path")?;
-        let host = pseudo(":authority")?;
-        let identity = (mesh.identity_header.value != IdentityValue::Off)
+        let identity_name = (mesh.identity_header.value != IdentityValue::Off)
             .then_some(mesh.identity_header.name.as_str());
-        let checked = policy.header_names().iter().copied().chain(identity);
-        for name in checked {
-            if pairs
-                .values(name.as_bytes())
-                .any(|v| core::str::from_utf8(v).is_err())
-            {
-                return Err(Refusal::NotText("a request header the rules read"));
-            }
+        let scan = Scan::of(&pairs, identity_name, policy.header_names());
+        if scan.rule_header_not_text {
+            return Err(Refusal::NotText("a request header the rules read"));
         }
+        let method = text(scan.method, ":method")?;
+        let path = text(scan.path, ":path")?;
+        let host = text(scan.authority, ":authority")?;
+        let identity = match (identity_name, scan.identity_first) {
+            (Some(name), Some(first)) => Some((
+                name,
+                text(first, "the identity header")?,
+                scan.identity_copies,
+            )),
+            _ => None,
+        };
 
         let needs = self.needs;
         let source_ip = self
@@ -491,7 +563,7 @@ impl Shared {
             .and_then(|b| core::str::from_utf8(b).ok())
             .filter(|s| !s.is_empty());
 
-        let headers = HostHeaders { pairs };
+        let headers = HostHeaders { pairs, identity };
         let request = Request {
             peer_uri,
             method,
@@ -540,7 +612,7 @@ impl Shared {
         let rewrite = decision.identity.rewrite;
         if rewrite.changes_headers() {
             let name = mesh.identity_header.name.as_str();
-            let copies = headers.pairs.values(name.as_bytes()).count();
+            let copies = scan.identity_copies;
             let done = match (rewrite.strip, rewrite.set) {
                 (true, Some(v)) if copies == 1 => ffi::replace_request_header(name, v),
                 (true, Some(v)) => {
