@@ -14,6 +14,13 @@ use crate::diagnostics::{Errors, Location};
 use crate::explain::{self, check_ip, RequestSpec, WorkloadSpec};
 use crate::source::{self, index, join, Node, Reader, Value};
 
+/// The real-Envoy runner of wasm-test-harness, compiled in from its source
+/// (see compiler/Cargo.toml for why it is not a dependency).
+#[path = "../../wasm-test-harness/src/envoy/mod.rs"]
+#[allow(dead_code, clippy::all)]
+pub mod envoy;
+pub mod envoy_run;
+
 /// A whole cases file.
 #[derive(Debug, Clone)]
 pub struct CasesFile {
@@ -40,6 +47,65 @@ pub struct Case {
     pub expect_dry_run: Option<Expect>,
     /// Header name (lower case) → value, or `None` for "must be absent".
     pub expect_upstream_headers: Vec<(String, Option<String>)>,
+    /// The request target the upstream must receive (an addition to DESIGN
+    /// §11): with `--envoy`, the path after Envoy's normalization; without,
+    /// the path as written (nothing normalizes it).
+    pub expect_upstream_path: Option<String>,
+    /// The client certificate presented for `from` (an addition to DESIGN
+    /// §11, for attack cases): by default one signed by the CA Envoy trusts.
+    pub certificate: Certificate,
+    /// The listener the case goes to; `None`: mTLS with a certificate,
+    /// permissive without (DESIGN §11).
+    pub listener: Option<ListenerKind>,
+}
+
+/// `certificate:` of a case: what the client presents besides `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Certificate {
+    /// Signed by the CA Envoy trusts; its only URI SAN is `from` (any URI,
+    /// SPIFFE or not). Without `from`: no certificate.
+    #[default]
+    Trusted,
+    /// The same certificate signed by a CA Envoy does not trust: every
+    /// listener refuses the handshake (a presented certificate must validate).
+    UntrustedCa,
+    /// A certificate from the trusted CA with a DNS SAN and no URI SAN: an
+    /// mTLS connection without an identity. `from` must be absent.
+    NoUriSan,
+}
+
+/// `listener:` of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Requires a client certificate (Istio STRICT).
+    Mtls,
+    /// Accepts a client without one (Istio PERMISSIVE).
+    Permissive,
+}
+
+impl Case {
+    /// The listener the case is sent to.
+    pub fn listener(&self) -> ListenerKind {
+        self.listener.unwrap_or(
+            if self.request.from.is_some() || self.certificate != Certificate::Trusted {
+                ListenerKind::Mtls
+            } else {
+                ListenerKind::Permissive
+            },
+        )
+    }
+
+    /// Why the TLS handshake fails before any filter runs, if it does.
+    pub fn refused_by_tls(&self) -> Option<&'static str> {
+        if self.certificate == Certificate::UntrustedCa {
+            return Some("the client certificate is not signed by a trusted CA");
+        }
+        let presents = self.request.from.is_some() || self.certificate == Certificate::NoUriSan;
+        if !presents && self.listener() == ListenerKind::Mtls {
+            return Some("the mTLS listener requires a client certificate");
+        }
+        None
+    }
 }
 
 /// The outcome of one case.
@@ -86,6 +152,9 @@ const CASE_KEYS: &[&str] = &[
     "remoteIp",
     "destinationIp",
     "sni",
+    "certificate",
+    "listener",
+    "expectUpstreamPath",
 ];
 
 /// Reads a cases file.
@@ -320,6 +389,45 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
             None => None,
         },
     };
+    let mut certificate = Certificate::Trusted;
+    if let Some(n) = f.get("certificate").filter(|n| !n.is_null()) {
+        let p = join(path, "certificate");
+        match r.string(n, &p).as_deref() {
+            Some("trusted") => {}
+            Some("untrusted-ca") => certificate = Certificate::UntrustedCa,
+            Some("no-uri-san") => certificate = Certificate::NoUriSan,
+            Some(other) => r.error(
+                &n.at,
+                &p,
+                format!("`{other}` is not trusted, untrusted-ca or no-uri-san"),
+            ),
+            None => {}
+        }
+        match certificate {
+            Certificate::UntrustedCa if req.from.is_none() => r.error(
+                &n.at,
+                &p,
+                "`untrusted-ca` needs `from` (the URI SAN of the certificate)",
+            ),
+            Certificate::NoUriSan if req.from.is_some() => r.error(
+                &n.at,
+                &p,
+                "`no-uri-san` presents no URI SAN: leave `from` out",
+            ),
+            _ => {}
+        }
+    }
+    let expect_upstream_path = opt_string(r, &f, "expectUpstreamPath", path);
+    let mut listener = None;
+    if let Some(n) = f.get("listener").filter(|n| !n.is_null()) {
+        let p = join(path, "listener");
+        match r.string(n, &p).as_deref() {
+            Some("mtls") => listener = Some(ListenerKind::Mtls),
+            Some("permissive") => listener = Some(ListenerKind::Permissive),
+            Some(other) => r.error(&n.at, &p, format!("`{other}` is not mtls or permissive")),
+            None => {}
+        }
+    }
     let mut expect_upstream_headers = Vec::new();
     if let Some(n) = f.get("expectUpstreamHeaders").filter(|n| !n.is_null()) {
         let p = join(path, "expectUpstreamHeaders");
@@ -358,38 +466,264 @@ fn read_case(r: &mut Reader, node: &Node, path: &str) -> Option<Case> {
         expect_audit,
         expect_dry_run,
         expect_upstream_headers,
+        expect_upstream_path,
+        certificate,
+        listener,
     })
+}
+
+/// What one case came to: its result, and what a table shows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub result: CaseResult,
+    /// What happened: `allow`, `deny` (evaluator); `allow 200`, `deny 403`,
+    /// `deny: TLS handshake refused` (Envoy).
+    pub got: String,
+    /// Whether the request reached the upstream (Envoy), or would (evaluator).
+    pub reached_upstream: bool,
+    /// The identity header the upstream received (every copy joined with `,`);
+    /// `None` when absent or when the request never got there.
+    pub upstream_identity: Option<String>,
+    /// Whether the request was audited, when known (Envoy: only for cases
+    /// with `expectAudit`, read from the filter's counter).
+    pub audited: Option<bool>,
+}
+
+/// The identity a case presents, short: the SPIFFE ID without the scheme and
+/// `trust_domain`, and what is odd about its certificate.
+pub fn caller(case: &Case, trust_domain: &str) -> String {
+    let prefix = format!("spiffe://{trust_domain}/");
+    let from = case.request.from.as_deref().map(|f| match f.strip_prefix(&prefix) {
+        Some(rest) => rest.to_string(),
+        None => f.to_string(),
+    });
+    let mut s = match (case.certificate, from) {
+        (Certificate::NoUriSan, _) => "cert without URI SAN".to_string(),
+        (Certificate::UntrustedCa, Some(f)) => format!("{f} (untrusted CA)"),
+        (_, Some(f)) => f,
+        (_, None) => "no certificate".to_string(),
+    };
+    if case.listener.is_some() {
+        let l = match case.listener() {
+            ListenerKind::Mtls => "mTLS",
+            ListenerKind::Permissive => "permissive",
+        };
+        s = format!("{s} [{l}]");
+    }
+    s
+}
+
+/// The request of a case, short: method, path, then each header (a SPIFFE
+/// ID of `trust_domain` in a header value shortened like the caller).
+pub fn request_text(case: &Case, trust_domain: &str) -> String {
+    let r = &case.request;
+    let prefix = format!("spiffe://{trust_domain}/");
+    let mut s = format!("{} {}", r.method, r.path);
+    if r.host != RequestSpec::default().host {
+        s.push_str(&format!(" host={}", r.host));
+    }
+    for (k, v) in &r.headers {
+        let v = v.strip_prefix(&prefix).unwrap_or(v);
+        s.push_str(&format!(" +{k}: {v}"));
+    }
+    s
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The outcomes as a table: result, case, caller, request, expected, got,
+/// and the identity header the upstream received. Failures follow it.
+pub fn table(ruleset: &Ruleset, file: &CasesFile, outcomes: &[Outcome]) -> String {
+    let header_name = &ruleset.mesh.identity_header.name;
+    let td = &ruleset.mesh.trust_domain;
+    let mut rows: Vec<[String; 7]> = vec![[
+        String::new(),
+        "case".into(),
+        "caller".into(),
+        "request".into(),
+        "expected".into(),
+        "got".into(),
+        format!("upstream {header_name}"),
+    ]];
+    for (case, o) in file.cases.iter().zip(outcomes) {
+        let mut expected = match case.expect {
+            Expect::Allow => "allow".to_string(),
+            Expect::Deny => "deny".to_string(),
+        };
+        if case.expect_audit == Some(true) {
+            expected.push_str(", audit");
+        }
+        let mut got = o.got.clone();
+        if o.audited == Some(true) {
+            got.push_str(", audit");
+        }
+        let upstream = if !o.reached_upstream {
+            "-".to_string()
+        } else {
+            o.upstream_identity.clone().unwrap_or_else(|| "(absent)".into())
+        };
+        rows.push([
+            if o.result.passed() { "ok" } else { "FAIL" }.into(),
+            clip(&case.name, 52),
+            clip(&caller(case, td), 44),
+            clip(&request_text(case, td), 84),
+            expected,
+            got,
+            upstream,
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (j, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if j > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if j + 1 < row.len() {
+                line.push_str(&" ".repeat(w - cell.chars().count()));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if i == 0 {
+            let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+            out.push_str(&"-".repeat(total));
+            out.push('\n');
+        }
+    }
+    for o in outcomes.iter().filter(|o| !o.result.passed()) {
+        out.push_str(&o.result.line());
+        out.push('\n');
+    }
+    out
 }
 
 /// Runs every case with the evaluator.
 pub fn run_cases(ruleset: &Ruleset, file: &CasesFile) -> Vec<CaseResult> {
+    run_cases_outcomes(ruleset, file)
+        .into_iter()
+        .map(|o| o.result)
+        .collect()
+}
+
+/// Runs every case with the evaluator, with what a table shows of each.
+pub fn run_cases_outcomes(ruleset: &Ruleset, file: &CasesFile) -> Vec<Outcome> {
     file.cases
         .iter()
         .map(|case| {
-            let failures = explain::decide_with(ruleset, &file.workload, &case.request, |d| {
-                check(ruleset, case, d)
-            });
-            CaseResult {
-                name: case.name.clone(),
-                failures,
+            if let Some(why) = case.refused_by_tls() {
+                return Outcome {
+                    result: CaseResult {
+                        name: case.name.clone(),
+                        failures: check_refused(case, why),
+                    },
+                    got: "deny: TLS refused".into(),
+                    reached_upstream: false,
+                    upstream_identity: None,
+                    audited: Some(false),
+                };
             }
+            explain::decide_with(ruleset, &file.workload, &case.request, |d| {
+                let failures = check(ruleset, case, d);
+                let upstream_identity = if d.allowed {
+                    let name = &ruleset.mesh.identity_header.name;
+                    let up = upstream_headers(ruleset, &case.request.headers, d);
+                    let copies: Vec<&str> = up
+                        .iter()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.as_str())
+                        .collect();
+                    (!copies.is_empty()).then(|| copies.join(","))
+                } else {
+                    None
+                };
+                Outcome {
+                    result: CaseResult {
+                        name: case.name.clone(),
+                        failures,
+                    },
+                    got: if d.allowed { "allow" } else { "deny" }.into(),
+                    reached_upstream: d.allowed,
+                    upstream_identity,
+                    audited: Some(d.audit.is_some()),
+                }
+            })
         })
         .collect()
 }
 
-/// Runs every case through a real Envoy running the built filter.
-///
-/// Not available in this build: it reports why, and `meshfence test --envoy`
-/// exits with status 2.
-pub fn run_cases_envoy(
-    _ruleset_bytes: &[u8],
-    _file: &CasesFile,
-) -> Result<Vec<CaseResult>, String> {
-    Err(
-        "`--envoy` is not available yet: the real-Envoy runner (wasm-test-harness) \
-         has not been wired into this build; run without --envoy to decide with the evaluator"
-            .to_string(),
-    )
+/// A case whose TLS handshake fails: a deny that no filter, audit or
+/// dry-run policy sees, and nothing reaches the upstream.
+fn check_refused(case: &Case, why: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    if case.expect == Expect::Allow {
+        failures.push(format!("expected allow, got deny (TLS handshake: {why})"));
+    }
+    if case.expect_audit == Some(true) {
+        failures.push(format!("expected audit, got no audit (TLS handshake: {why})"));
+    }
+    if case.expect_dry_run == Some(Expect::Deny) {
+        failures.push(format!(
+            "expected dry-run deny, got no decision (TLS handshake: {why})"
+        ));
+    }
+    failures.extend(unreached_header_failures(case));
+    failures
+}
+
+/// `expectUpstreamHeaders` of a request that never reached the upstream:
+/// "absent" holds; a value cannot.
+fn unreached_header_failures(case: &Case) -> Vec<String> {
+    let path = case.expect_upstream_path.as_ref().map(|want| {
+        format!("upstream path: expected `{want}`, but the request never reaches the upstream")
+    });
+    path.into_iter()
+        .chain(unreached_value_failures(case))
+        .collect()
+}
+
+fn unreached_value_failures(case: &Case) -> Vec<String> {
+    case.expect_upstream_headers
+        .iter()
+        .filter_map(|(name, want)| {
+            want.as_ref().map(|v| {
+                format!(
+                    "upstream header {name}: expected `{v}`, but the request never reaches the upstream"
+                )
+            })
+        })
+        .collect()
+}
+
+/// Runs every case through a real Envoy running the built filter, with the
+/// defaults of [`envoy_run::Options`] (the `.wasm` and Envoy found as
+/// `meshfence test --envoy` finds them).
+pub fn run_cases_envoy(ruleset_bytes: &[u8], file: &CasesFile) -> Result<Vec<CaseResult>, String> {
+    let ruleset = meshfence_ruleset::format::from_bytes(ruleset_bytes)
+        .map_err(|e| format!("not a valid ruleset: {e:?}"))?;
+    let outcomes = envoy_run::run(
+        ruleset_bytes,
+        &ruleset,
+        file,
+        &envoy_run::Options::default(),
+        &mut |_| {},
+    )?;
+    Ok(outcomes.into_iter().map(|o| o.result).collect())
 }
 
 fn check(ruleset: &Ruleset, case: &Case, d: &Decision<'_>) -> Vec<String> {
@@ -431,11 +765,21 @@ fn check(ruleset: &Ruleset, case: &Case, d: &Decision<'_>) -> Vec<String> {
             ));
         }
     }
+    if let Some(want) = &case.expect_upstream_path {
+        if !d.allowed {
+            failures.push(format!(
+                "upstream path: expected `{want}`, but the request never reaches the upstream"
+            ));
+        } else if want != &case.request.path {
+            failures.push(format!(
+                "upstream path: expected `{want}`, got `{}` (nothing normalizes paths without --envoy)",
+                case.request.path
+            ));
+        }
+    }
     if !case.expect_upstream_headers.is_empty() {
         if !d.allowed {
-            failures.push(
-                "expected upstream headers, but the request never reaches the upstream".into(),
-            );
+            failures.extend(unreached_value_failures(case));
         } else {
             let upstream = upstream_headers(ruleset, &case.request.headers, d);
             for (name, want) in &case.expect_upstream_headers {

@@ -1,5 +1,5 @@
 //! The `meshfence` command line: argument parsing (clap) and the verbs
-//! `compile`, `check`, `explain`, `test` and `inspect`. Exit status: 0 on
+//! `compile`, `check`, `explain`, `test`, `inspect` and `wasmplugin`. Exit status: 0 on
 //! success, 1 when a test case failed, 2 on bad input.
 
 use std::io::Write;
@@ -10,7 +10,7 @@ use meshfence_ruleset::format;
 use meshfence_ruleset::ir::{MeshSettings, Ruleset};
 
 use crate::explain::{self, RequestSpec, WorkloadSpec};
-use crate::{cases, inspect, mesh, CompileOptions, Errors};
+use crate::{cases, inspect, mesh, wasmplugin, CompileOptions, Errors};
 
 /// Exit status for bad input (unreadable, invalid or refused).
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -38,6 +38,16 @@ pub enum Encoding {
 pub enum Format {
     Text,
     Json,
+}
+
+/// How `meshfence test` shows its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TestFormat {
+    /// One line per case (`ok   name` / `FAIL name: why`).
+    Text,
+    /// A table: case, caller, request, expected, got, and the identity
+    /// header the upstream received; failures below it.
+    Table,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,11 +125,54 @@ pub enum Command {
         mesh: Option<PathBuf>,
         #[arg(long, value_name = "CASES.yaml")]
         cases: PathBuf,
-        /// Send each case through a real Envoy running the filter.
+        /// Send each case through a real Envoy running the filter (Envoy from
+        /// $ENVOY, scripts/envoy.sh, func-e or the PATH).
         #[arg(long)]
         envoy: bool,
+        /// The filter's .wasm for --envoy (default: $MESHFENCE_WASM, else
+        /// target/wasm32-unknown-unknown/release/meshfence_filter.wasm, else
+        /// built with cargo when run inside the meshfence repository).
+        #[arg(long, value_name = "PATH", requires = "envoy")]
+        wasm: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = TestFormat::Text)]
+        format: TestFormat,
         #[arg(long)]
         skip_custom: bool,
+    },
+    /// Emit an Istio WasmPlugin that ships the filter with a compiled ruleset.
+    Wasmplugin {
+        /// Policy files/folders, or one compiled ruleset (binary or base64).
+        #[arg(required = true, value_name = "POLICY-or-RULESET")]
+        inputs: Vec<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        mesh: Option<PathBuf>,
+        /// Where sidecars fetch the module (oci://, https://, http://, file://).
+        #[arg(long)]
+        url: String,
+        /// The module's sha256 (64 lower-case hex digits).
+        #[arg(long, value_name = "HEX", required_unless_present = "wasm", conflicts_with = "wasm")]
+        sha256: Option<String>,
+        /// The module itself: its sha256 is computed.
+        #[arg(long, value_name = "PATH")]
+        wasm: Option<PathBuf>,
+        /// metadata.name of the WasmPlugin.
+        #[arg(long, default_value = "meshfence")]
+        name: String,
+        /// metadata.namespace (the root namespace applies it mesh-wide).
+        #[arg(long, default_value = "istio-system")]
+        namespace: String,
+        /// Workloads it applies to: key=value[,key=value...] (all when absent).
+        #[arg(long, value_name = "k=v,...")]
+        selector: Option<String>,
+        /// The workload the filter enforces for, NS[,key=value...], put in
+        /// pluginConfig; without it the filter reads Istio's node metadata.
+        #[arg(long, value_name = "NS[,key=value...]")]
+        workload: Option<String>,
+        #[arg(long)]
+        skip_custom: bool,
+        /// Write the manifest here instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
     },
     /// Show what a compiled ruleset holds.
     Inspect {
@@ -385,6 +438,8 @@ pub fn run(cli: Cli) -> i32 {
             mesh,
             cases: cases_path,
             envoy,
+            wasm,
+            format: test_format,
             skip_custom,
         } => {
             let file = match cases::load(&cases_path) {
@@ -397,7 +452,7 @@ pub fn run(cli: Cli) -> i32 {
             let Ok(rs) = load_ruleset_or_policies(&policies, &mesh, skip_custom) else {
                 return EXIT_BAD_INPUT;
             };
-            let results = if envoy {
+            let outcomes = if envoy {
                 let bytes = match encode(&rs) {
                     Ok(b) => b,
                     Err(m) => {
@@ -405,25 +460,122 @@ pub fn run(cli: Cli) -> i32 {
                         return EXIT_BAD_INPUT;
                     }
                 };
-                match cases::run_cases_envoy(&bytes, &file) {
+                let opts = cases::envoy_run::Options {
+                    wasm,
+                    envoy_command: None,
+                };
+                let mut print_line = |o: &cases::Outcome| {
+                    if test_format == TestFormat::Text {
+                        println!("{}", o.result.line());
+                    }
+                };
+                match cases::envoy_run::run(&bytes, &rs, &file, &opts, &mut print_line) {
                     Ok(r) => r,
                     Err(m) => {
-                        eprintln!("error: {m}");
+                        eprintln!("error: meshfence test --envoy: {m}");
                         return EXIT_BAD_INPUT;
                     }
                 }
             } else {
-                cases::run_cases(&rs, &file)
+                let outcomes = cases::run_cases_outcomes(&rs, &file);
+                if test_format == TestFormat::Text {
+                    for o in &outcomes {
+                        println!("{}", o.result.line());
+                    }
+                }
+                outcomes
             };
-            for r in &results {
-                println!("{}", r.line());
+            if test_format == TestFormat::Table {
+                print!("{}", cases::table(&rs, &file, &outcomes));
             }
+            let results: Vec<cases::CaseResult> =
+                outcomes.into_iter().map(|o| o.result).collect();
             println!("{}", cases::summary(&results));
             if results.iter().all(|r| r.passed()) {
                 0
             } else {
                 EXIT_FAILED
             }
+        }
+        Command::Wasmplugin {
+            inputs,
+            mesh,
+            url,
+            sha256,
+            wasm,
+            name,
+            namespace,
+            selector,
+            workload,
+            skip_custom,
+            output,
+        } => {
+            let sha256 = match (sha256, wasm) {
+                (Some(h), _) => h,
+                (None, Some(p)) => match std::fs::read(&p) {
+                    Ok(b) => wasmplugin::sha256_hex(&b),
+                    Err(e) => {
+                        eprintln!("{}: cannot read: {e}", p.display());
+                        return EXIT_BAD_INPUT;
+                    }
+                },
+                (None, None) => {
+                    eprintln!("error: give --sha256 HEX or --wasm PATH");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            let selector = match selector.as_deref().map(wasmplugin::parse_selector) {
+                None => Vec::new(),
+                Some(Ok(s)) => s,
+                Some(Err(m)) => {
+                    eprintln!("error: --selector: {m}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            let workload = match workload.as_deref().map(WorkloadSpec::parse) {
+                None => None,
+                Some(Ok(w)) => Some(w),
+                Some(Err(m)) => {
+                    eprintln!("error: --workload: {m}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            let Ok(rs) = load_ruleset_or_policies(&inputs, &mesh, skip_custom) else {
+                return EXIT_BAD_INPUT;
+            };
+            let bytes = match encode(&rs) {
+                Ok(b) => b,
+                Err(m) => {
+                    eprintln!("error: {m}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            let plugin = wasmplugin::WasmPlugin {
+                name,
+                namespace,
+                url,
+                sha256,
+                selector,
+                workload,
+                ruleset: bytes,
+            };
+            let text = match plugin.to_yaml() {
+                Ok(t) => t,
+                Err(m) => {
+                    eprintln!("error: {m}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            match output {
+                None => print!("{text}"),
+                Some(out) => {
+                    if let Err(e) = write_atomically(&out, text.as_bytes()) {
+                        eprintln!("{}: cannot write: {e}", out.display());
+                        return EXIT_BAD_INPUT;
+                    }
+                }
+            }
+            0
         }
         Command::Inspect { ruleset, output } => {
             let bytes = match std::fs::read(&ruleset) {

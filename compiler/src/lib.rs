@@ -7,6 +7,7 @@
 //! - [`cases`]: the expected-decision cases files of `meshfence test`, and their runner.
 //! - [`explain`]: one request, decided and explained.
 //! - [`inspect`]: what an encoded ruleset holds.
+//! - [`wasmplugin`]: the Istio `WasmPlugin` that ships the filter and a ruleset.
 //! - [`cli`]: the `meshfence` command line (the binary is a thin shell over it).
 //!
 //! Benches and other tools call [`compile_paths`] or [`compile_str`] directly.
@@ -19,6 +20,7 @@ pub mod inspect;
 pub mod istio;
 pub mod mesh;
 pub mod source;
+pub mod wasmplugin;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -392,9 +392,77 @@ cases:
         format!("{bad}:4:13: cases[0].expect: `maybe` is not allow or deny\n")
     );
 
-    let o = run(&["test", &policy, "--cases", &good, "--envoy"]);
+    // --envoy with a filter that is not there: bad input, before any Envoy
+    // starts (tests/envoy_cases.rs runs the real thing).
+    let o = run(&[
+        "test",
+        &policy,
+        "--cases",
+        &good,
+        "--envoy",
+        "--wasm",
+        "/nonexistent/filter.wasm",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--envoy"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--wasm /nonexistent/filter.wasm"), "{}", stderr(&o));
+}
+
+#[test]
+fn test_table_format_without_envoy() {
+    let dir = scratch("table");
+    let policy = write(&dir, "p.yaml", TENANTS);
+    let cases = write(
+        &dir,
+        "cases.yaml",
+        r#"
+workload: {namespace: foo, labels: {app: httpbin}}
+cases:
+  - name: forged header replaced
+    from: spiffe://cluster.local/ns/tenant-a/sa/curl
+    headers: [[X-Tenant-Identity, spiffe://cluster.local/ns/tenant-b/sa/curl]]
+    expect: allow
+  - name: admin denied
+    from: spiffe://cluster.local/ns/tenant-a/sa/curl
+    path: /admin
+    expect: deny
+  - name: untrusted CA refused
+    from: spiffe://cluster.local/ns/tenant-a/sa/curl
+    certificate: untrusted-ca
+    expect: deny
+    expectUpstreamHeaders: {x-tenant-identity: null}
+"#,
+    );
+    let o = run(&["test", &policy, "--cases", &cases, "--format", "table"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["case", "caller", "request", "expected", "got", "upstream", "x-tenant-identity"]
+    );
+    assert_eq!(
+        rows[2],
+        [
+            "ok", "forged", "header", "replaced", "ns/tenant-a/sa/curl", "GET", "/",
+            "+X-Tenant-Identity:", "ns/tenant-b/sa/curl", "allow", "allow",
+            "spiffe://cluster.local/ns/tenant-a/sa/curl"
+        ]
+    );
+    assert_eq!(
+        rows[3],
+        ["ok", "admin", "denied", "ns/tenant-a/sa/curl", "GET", "/admin", "deny", "deny", "-"]
+    );
+    assert_eq!(
+        rows[4],
+        [
+            "ok", "untrusted", "CA", "refused", "ns/tenant-a/sa/curl", "(untrusted", "CA)", "GET",
+            "/", "deny", "deny:", "TLS", "refused", "-"
+        ]
+    );
+    assert_eq!(out.lines().last(), Some("3 passed, 0 failed"));
 }
 
 #[test]

@@ -221,8 +221,10 @@ fn custom_deny_status_and_body() {
 fn host_calls_per_request() {
     let mut h = host(Form::Json);
     // Warm up: the first calls pay for lazy compilation and heap growth.
-    h.request(&RequestSpec::get("/api/items").from(ALPHA)).unwrap();
-    h.request(&RequestSpec::get("/api/items").from(BETA)).unwrap();
+    h.request(&RequestSpec::get("/api/items").from(ALPHA))
+        .unwrap();
+    h.request(&RequestSpec::get("/api/items").from(BETA))
+        .unwrap();
     let allowed = h
         .request(&RequestSpec::get("/api/items").from(ALPHA))
         .unwrap();
