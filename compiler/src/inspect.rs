@@ -42,6 +42,7 @@ fn attribute_name(a: &Attribute) -> String {
         Attribute::Method => "method".into(),
         Attribute::Path => "path".into(),
         Attribute::Header(h) => format!("header[{h}]"),
+        Attribute::RequestAuth(k) => format!("request-auth[{k}]"),
     }
 }
 

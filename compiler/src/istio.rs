@@ -14,6 +14,7 @@ use meshfence_ruleset::ir::{
 };
 
 use crate::diagnostics::{Location, Note};
+use crate::mesh::RequestAuthentication;
 use crate::source::{index, join, Fields, Node, Reader, Value};
 
 /// How the compiler treats policies it will not enforce.
@@ -21,6 +22,8 @@ use crate::source::{index, join, Fields, Node, Reader, Value};
 pub struct Options {
     /// Skip CUSTOM (ext_authz) policies with a note instead of refusing them.
     pub skip_custom: bool,
+    /// What JWT fields mean (mesh setting `requestAuthentication`).
+    pub request_authentication: RequestAuthentication,
 }
 
 /// The API groups/versions we read.
@@ -29,6 +32,7 @@ pub const API_VERSIONS: &[&str] = &["security.istio.io/v1", "security.istio.io/v
 /// Where the policy under construction came from, for messages.
 struct Ctx<'a> {
     mesh: &'a MeshSettings,
+    request_authentication: RequestAuthentication,
     /// `namespace/name`.
     id: String,
     namespace: String,
@@ -51,6 +55,7 @@ pub fn lower(
     let (name, namespace, dry_run) = metadata(r, &top)?;
     let ctx = Ctx {
         mesh,
+        request_authentication: opts.request_authentication,
         id: format!("{namespace}/{name}"),
         namespace: namespace.clone(),
     };
@@ -494,6 +499,37 @@ fn jwt_error(r: &mut Reader, ctx: &Ctx<'_>, at: &Location, path: &str, what: &st
     );
 }
 
+/// Whether `key` is a JWT condition key Istio knows: `request.auth.principal`,
+/// `.audiences`, `.presenter`, `.claims[<name>]` (nested: `[a][b]`).
+fn is_jwt_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("request.auth.") else {
+        return false;
+    };
+    if matches!(rest, "principal" | "audiences" | "presenter") {
+        return true;
+    }
+    let Some(mut claims) = rest.strip_prefix("claims") else {
+        return false;
+    };
+    if claims.is_empty() {
+        return false;
+    }
+    while !claims.is_empty() {
+        let Some(inner) = claims.strip_prefix('[') else {
+            return false;
+        };
+        let Some(close) = inner.find(']') else {
+            return false;
+        };
+        let name = &inner[..close];
+        if name.is_empty() || name.contains('[') {
+            return false;
+        }
+        claims = &inner[close + 1..];
+    }
+    true
+}
+
 fn lower_source(r: &mut Reader, ctx: &Ctx<'_>, node: &Node, path: &str) -> Option<Conjunction> {
     let f = r.fields(node, path, SOURCE_FIELDS)?;
     let before = r.errors.len();
@@ -501,9 +537,21 @@ fn lower_source(r: &mut Reader, ctx: &Ctx<'_>, node: &Node, path: &str) -> Optio
         r.error(&node.at, path, "`source` must not be empty");
         return None;
     }
-    for key in ["requestPrincipals", "notRequestPrincipals"] {
-        if let Some(n) = f.get(key) {
+    let mut clauses = Vec::new();
+    for (key, negated) in [("requestPrincipals", false), ("notRequestPrincipals", true)] {
+        let Some(n) = f.get(key) else { continue };
+        if ctx.request_authentication == RequestAuthentication::Refuse {
             jwt_error(r, ctx, &n.at, &join(path, key), &format!("`{key}`"));
+        } else if let Some(vals) = values(r, &f, key, path) {
+            let v = vals
+                .iter()
+                .map(|(s, _, _)| ValueMatch::Str(header_like(s)))
+                .collect();
+            clauses.push(clause(
+                Attribute::RequestAuth("request.auth.principal".into()),
+                negated,
+                v,
+            ));
         }
     }
     let has = |k: &str| f.get(k).is_some_and(non_empty_list);
@@ -516,7 +564,6 @@ fn lower_source(r: &mut Reader, ctx: &Ctx<'_>, node: &Node, path: &str) -> Optio
             "Cannot set serviceAccounts with namespaces or principals",
         );
     }
-    let mut clauses = Vec::new();
     for (key, negated) in [("principals", false), ("notPrincipals", true)] {
         if let Some(vals) = values(r, &f, key, path) {
             let v = vals
@@ -701,10 +748,25 @@ fn lower_condition(r: &mut Reader, ctx: &Ctx<'_>, node: &Node, path: &str, out: 
         return;
     }
     if key.starts_with("request.auth.") {
-        jwt_error(r, ctx, &key_node.at, &kp, &format!("condition key `{key}`"));
-        return;
+        if !is_jwt_key(&key) {
+            r.error(
+                &key_node.at,
+                &kp,
+                format!(
+                    "unknown condition key `{key}` (JWT keys: request.auth.principal, \
+                     request.auth.audiences, request.auth.presenter, request.auth.claims[<name>])"
+                ),
+            );
+            return;
+        }
+        if ctx.request_authentication == RequestAuthentication::Refuse {
+            jwt_error(r, ctx, &key_node.at, &kp, &format!("condition key `{key}`"));
+            return;
+        }
     }
-    let attribute = if let Some(rest) = key.strip_prefix("request.headers") {
+    let attribute = if key.starts_with("request.auth.") {
+        Attribute::RequestAuth(key.clone())
+    } else if let Some(rest) = key.strip_prefix("request.headers") {
         match rest.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
             Some(name)
                 if !name.is_empty()

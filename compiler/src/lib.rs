@@ -36,6 +36,8 @@ pub struct CompileOptions {
     pub mesh: MeshSettings,
     /// Skip CUSTOM policies with a note instead of refusing them.
     pub skip_custom: bool,
+    /// What JWT fields mean (mesh setting `requestAuthentication`).
+    pub request_authentication: mesh::RequestAuthentication,
 }
 
 /// A successful compilation.
@@ -151,6 +153,7 @@ fn compile_node(root: &source::Node, opts: &CompileOptions, out: &mut Outcome) {
             (Some("AuthorizationPolicy"), Some(api)) if istio::API_VERSIONS.contains(&api) => {
                 let iopts = istio::Options {
                     skip_custom: opts.skip_custom,
+                    request_authentication: opts.request_authentication,
                 };
                 if let Some(policy) = istio::lower(root, &opts.mesh, iopts, &mut r, &mut out.notes)
                 {

@@ -19,25 +19,53 @@ const KEYS: &[&str] = &[
     "spoofedIdentity",
     "denyStatus",
     "denyBody",
+    "requestAuthentication",
 ];
 
-/// Reads a mesh settings file.
-pub fn load(path: &Path) -> Result<MeshSettings, Errors> {
+/// Whether the mesh has JWT request authentication (Istio
+/// `RequestAuthentication`), which decides what JWT policy fields mean. A
+/// compile-time setting: it changes how policies lower, not what the filter
+/// does, so the ruleset does not carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequestAuthentication {
+    /// `refuse` (the default): policies that use `requestPrincipals`,
+    /// `notRequestPrincipals` or `request.auth.*` do not compile, because they
+    /// need a verified JWT the filter does not have.
+    #[default]
+    Refuse,
+    /// `none`: this mesh has no RequestAuthentication, so no request carries a
+    /// verified JWT. JWT fields lower to clauses on
+    /// [`Attribute::RequestAuth`](meshfence_ruleset::ir::Attribute::RequestAuth),
+    /// which never has a value: their values never match and their `not`
+    /// forms always do, as Envoy's RBAC metadata matcher behaves without
+    /// `jwt_authn` metadata.
+    None,
+}
+
+/// A whole mesh settings file: what the ruleset carries, and the
+/// compile-time settings beside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshFile {
+    pub settings: MeshSettings,
+    pub request_authentication: RequestAuthentication,
+}
+
+/// Reads a mesh settings file, compile-time settings included.
+pub fn load_file(path: &Path) -> Result<MeshFile, Errors> {
     let docs = source::parse_file(path)?;
-    let name = path.display().to_string();
-    parse_docs(&name, docs)
+    parse_docs_file(docs)
 }
 
-/// Parses mesh settings from text (`file` names it in errors).
-pub fn parse_str(file: &str, text: &str) -> Result<MeshSettings, Errors> {
+/// Parses a mesh settings file from text, compile-time settings included.
+pub fn parse_str_file(file: &str, text: &str) -> Result<MeshFile, Errors> {
     let docs = source::parse_str(file, text)?;
-    parse_docs(file, docs)
+    parse_docs_file(docs)
 }
 
-fn parse_docs(_file: &str, docs: Vec<source::Document>) -> Result<MeshSettings, Errors> {
+fn parse_docs_file(docs: Vec<source::Document>) -> Result<MeshFile, Errors> {
     match docs.as_slice() {
-        [] => Ok(MeshSettings::default()),
-        [doc] => from_node(&doc.root),
+        [] => Ok(MeshFile::default()),
+        [doc] => from_node_file(&doc.root),
         [_, second, ..] => Err(Error::new(
             second.root.at.clone(),
             "",
@@ -47,11 +75,42 @@ fn parse_docs(_file: &str, docs: Vec<source::Document>) -> Result<MeshSettings, 
     }
 }
 
-/// Reads mesh settings from a parsed node.
+/// Reads a mesh settings file: the settings the ruleset carries
+/// ([`load_file`] also returns the compile-time ones).
+pub fn load(path: &Path) -> Result<MeshSettings, Errors> {
+    load_file(path).map(|m| m.settings)
+}
+
+/// Parses mesh settings from text (`file` names it in errors).
+pub fn parse_str(file: &str, text: &str) -> Result<MeshSettings, Errors> {
+    parse_str_file(file, text).map(|m| m.settings)
+}
+
+/// Reads mesh settings from a parsed node (the settings the ruleset carries;
+/// [`from_node_file`] also returns the compile-time ones).
 pub fn from_node(root: &Node) -> Result<MeshSettings, Errors> {
+    from_node_file(root).map(|m| m.settings)
+}
+
+/// Reads a whole mesh settings file from a parsed node.
+pub fn from_node_file(root: &Node) -> Result<MeshFile, Errors> {
     let mut r = Reader::default();
     let mut mesh = MeshSettings::default();
+    let mut request_authentication = RequestAuthentication::default();
     if let Some(f) = r.fields(root, "", KEYS) {
+        if let Some(n) = f.get("requestAuthentication") {
+            if let Some(v) = r.string(n, "requestAuthentication") {
+                match v.as_str() {
+                    "refuse" => request_authentication = RequestAuthentication::Refuse,
+                    "none" => request_authentication = RequestAuthentication::None,
+                    _ => r.error(
+                        &n.at,
+                        "requestAuthentication",
+                        format!("`{v}` is not one of refuse, none"),
+                    ),
+                }
+            }
+        }
         if let Some(n) = f.get("trustDomain") {
             if let Some(td) = r.string(n, "trustDomain") {
                 check_trust_domain(&mut r, n, "trustDomain", &td);
@@ -162,7 +221,10 @@ pub fn from_node(root: &Node) -> Result<MeshSettings, Errors> {
         }
     }
     if r.errors.is_empty() {
-        Ok(mesh)
+        Ok(MeshFile {
+            settings: mesh,
+            request_authentication,
+        })
     } else {
         Err(Errors(r.into_sorted()))
     }

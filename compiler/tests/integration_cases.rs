@@ -24,6 +24,7 @@ fn integration_suites_decide_as_istio() {
             ..MeshSettings::default()
         },
         skip_custom: false,
+        ..Default::default()
     };
     let mut failures = Vec::new();
     for suite in &suites {

@@ -97,6 +97,7 @@ fn every_http_case_decides_as_istios_rbac() {
         let opts = CompileOptions {
             mesh,
             skip_custom: false,
+            ..Default::default()
         };
         let compiled = compile_paths(std::slice::from_ref(&input), &opts).unwrap_or_else(|e| {
             panic!("{}: {} does not compile:\n{e}", case.name, input.display())

@@ -22,6 +22,7 @@ fn check(case: &str, input: PathBuf, td: Option<(&str, &[&str])>) {
     let opts = CompileOptions {
         mesh,
         skip_custom: false,
+        ..Default::default()
     };
     let compiled = compile_paths(&[input], &opts).unwrap_or_else(|e| panic!("{case}: {e}"));
     let got = inspect::policies_text(&compiled.ruleset);

@@ -173,6 +173,15 @@ pub enum Attribute {
     /// A request header by lower-case name; several copies read as one value
     /// joined by `,` (as Envoy's header matcher reads them).
     Header(String),
+    /// A fact of a verified JWT (Istio `requestPrincipals`, `request.auth.*`),
+    /// named by its Istio key (`request.auth.principal`,
+    /// `request.auth.claims[iss]`, ...). meshfence verifies no JWT, so a request
+    /// never has a value for it: its values never match and its negated form
+    /// always holds, exactly as Envoy's RBAC metadata matcher behaves when no
+    /// `jwt_authn` metadata exists. The compiler emits it only under the mesh
+    /// setting `requestAuthentication: none` (no RequestAuthentication in the
+    /// mesh, so no request carries a verified JWT).
+    RequestAuth(String),
 }
 
 /// One value of a clause.

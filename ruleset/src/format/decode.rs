@@ -549,6 +549,7 @@ impl<'a> Decoder<'a> {
             tag::METHOD => Attribute::Method,
             tag::PATH => Attribute::Path,
             tag::HEADER => Attribute::Header(String::new()),
+            tag::REQUEST_AUTH => Attribute::RequestAuth(String::new()),
             v => return Err(r.bad_tag("attribute", u32::from(v))),
         };
         let negated = r.flag(1, "negated flag")?;
@@ -560,6 +561,13 @@ impl<'a> Decoder<'a> {
                     return Err(r.invalid("header name is not a non-empty lower-case header name"));
                 }
                 Attribute::Header(name)
+            }
+            Attribute::RequestAuth(_) => {
+                let key = self.string(&r, 4)?;
+                if key.is_empty() || key.chars().any(char::is_control) {
+                    return Err(r.invalid("request-auth key is empty or has control characters"));
+                }
+                Attribute::RequestAuth(key)
             }
             other => {
                 self.no_string(&r, 4)?;

@@ -202,6 +202,7 @@ impl<'a> Encoder<'a> {
                 Attribute::Method => (tag::METHOD, [0; 8]),
                 Attribute::Path => (tag::PATH, [0; 8]),
                 Attribute::Header(h) => (tag::HEADER, self.string(h)),
+                Attribute::RequestAuth(k) => (tag::REQUEST_AUTH, self.string(k)),
             };
             let n = u32_of(clause.values.len());
             let out = self.out(Section::Clauses);

@@ -170,6 +170,7 @@ mod tag {
     pub const METHOD: u8 = 7;
     pub const PATH: u8 = 8;
     pub const HEADER: u8 = 9;
+    pub const REQUEST_AUTH: u8 = 10;
 
     pub const V_EXACT: u8 = 0;
     pub const V_PREFIX: u8 = 1;
