@@ -493,10 +493,14 @@ pub struct Outcome {
 /// `trust_domain`, and what is odd about its certificate.
 pub fn caller(case: &Case, trust_domain: &str) -> String {
     let prefix = format!("spiffe://{trust_domain}/");
-    let from = case.request.from.as_deref().map(|f| match f.strip_prefix(&prefix) {
-        Some(rest) => rest.to_string(),
-        None => f.to_string(),
-    });
+    let from = case
+        .request
+        .from
+        .as_deref()
+        .map(|f| match f.strip_prefix(&prefix) {
+            Some(rest) => rest.to_string(),
+            None => f.to_string(),
+        });
     let mut s = match (case.certificate, from) {
         (Certificate::NoUriSan, _) => "cert without URI SAN".to_string(),
         (Certificate::UntrustedCa, Some(f)) => format!("{f} (untrusted CA)"),
@@ -568,7 +572,9 @@ pub fn table(ruleset: &Ruleset, file: &CasesFile, outcomes: &[Outcome]) -> Strin
         let upstream = if !o.reached_upstream {
             "-".to_string()
         } else {
-            o.upstream_identity.clone().unwrap_or_else(|| "(absent)".into())
+            o.upstream_identity
+                .clone()
+                .unwrap_or_else(|| "(absent)".into())
         };
         rows.push([
             if o.result.passed() { "ok" } else { "FAIL" }.into(),
@@ -675,7 +681,9 @@ fn check_refused(case: &Case, why: &str) -> Vec<String> {
         failures.push(format!("expected allow, got deny (TLS handshake: {why})"));
     }
     if case.expect_audit == Some(true) {
-        failures.push(format!("expected audit, got no audit (TLS handshake: {why})"));
+        failures.push(format!(
+            "expected audit, got no audit (TLS handshake: {why})"
+        ));
     }
     if case.expect_dry_run == Some(Expect::Deny) {
         failures.push(format!(

@@ -150,7 +150,12 @@ pub enum Command {
         #[arg(long)]
         url: String,
         /// The module's sha256 (64 lower-case hex digits).
-        #[arg(long, value_name = "HEX", required_unless_present = "wasm", conflicts_with = "wasm")]
+        #[arg(
+            long,
+            value_name = "HEX",
+            required_unless_present = "wasm",
+            conflicts_with = "wasm"
+        )]
         sha256: Option<String>,
         /// The module itself: its sha256 is computed.
         #[arg(long, value_name = "PATH")]
@@ -198,13 +203,9 @@ fn print_errors(errors: &Errors) {
 }
 
 fn load_mesh(path: &Option<PathBuf>) -> Result<MeshSettings, Errors> {
-    load_mesh_file(path).map(|m| m.settings)
-}
-
-fn load_mesh_file(path: &Option<PathBuf>) -> Result<mesh::MeshFile, Errors> {
     match path {
-        Some(p) => mesh::load_file(p),
-        None => Ok(mesh::MeshFile::default()),
+        Some(p) => mesh::load(p),
+        None => Ok(MeshSettings::default()),
     }
 }
 
@@ -214,12 +215,10 @@ fn compile(
     mesh_path: &Option<PathBuf>,
     skip_custom: bool,
 ) -> Result<Ruleset, ()> {
-    let mesh = load_mesh_file(mesh_path);
-    let file = mesh.clone().unwrap_or_default();
+    let mesh = load_mesh(mesh_path);
     let opts = CompileOptions {
-        mesh: file.settings,
+        mesh: mesh.clone().unwrap_or_default(),
         skip_custom,
-        request_authentication: file.request_authentication,
     };
     let out = crate::compile_paths_outcome(policies, &opts);
     for n in &out.notes {
@@ -494,8 +493,7 @@ pub fn run(cli: Cli) -> i32 {
             if test_format == TestFormat::Table {
                 print!("{}", cases::table(&rs, &file, &outcomes));
             }
-            let results: Vec<cases::CaseResult> =
-                outcomes.into_iter().map(|o| o.result).collect();
+            let results: Vec<cases::CaseResult> = outcomes.into_iter().map(|o| o.result).collect();
             println!("{}", cases::summary(&results));
             if results.iter().all(|r| r.passed()) {
                 0

@@ -181,7 +181,10 @@ impl WasmPlugin {
         }
         spec.insert("url".into(), Value::String(self.url.clone()));
         spec.insert("sha256".into(), Value::String(self.sha256.clone()));
-        spec.insert("imagePullPolicy".into(), Value::String("IfNotPresent".into()));
+        spec.insert(
+            "imagePullPolicy".into(),
+            Value::String("IfNotPresent".into()),
+        );
         spec.insert("phase".into(), Value::String("AUTHZ".into()));
         spec.insert("failStrategy".into(), Value::String("FAIL_CLOSE".into()));
         spec.insert("type".into(), Value::String("HTTP".into()));
@@ -210,8 +213,7 @@ impl WasmPlugin {
 /// A plain YAML key: letters, digits, `-`, `_`, `.`, `/`, starting with a letter.
 fn plain_key(k: &str) -> bool {
     k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
@@ -228,8 +230,7 @@ fn key(k: &str) -> String {
 fn scalar(v: &Value) -> String {
     match v {
         Value::String(s)
-            if !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            if !s.is_empty() && s.chars().all(|c| c.is_ascii_uppercase() || c == '_')
                 || s == "extensions.istio.io/v1alpha1"
                 || s == "WasmPlugin"
                 || s == "IfNotPresent" =>
@@ -292,7 +293,10 @@ mod tests {
     fn selectors() {
         assert_eq!(
             parse_selector("app=api, version=v1").unwrap(),
-            vec![("app".into(), "api".into()), ("version".into(), "v1".into())]
+            vec![
+                ("app".into(), "api".into()),
+                ("version".into(), "v1".into())
+            ]
         );
         assert!(parse_selector("app").is_err());
         assert!(parse_selector("a=1,a=2").is_err());

@@ -404,7 +404,11 @@ cases:
         "/nonexistent/filter.wasm",
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--wasm /nonexistent/filter.wasm"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--wasm /nonexistent/filter.wasm"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -441,25 +445,64 @@ cases:
         .collect();
     assert_eq!(
         rows[0],
-        ["case", "caller", "request", "expected", "got", "upstream", "x-tenant-identity"]
+        [
+            "case",
+            "caller",
+            "request",
+            "expected",
+            "got",
+            "upstream",
+            "x-tenant-identity"
+        ]
     );
     assert_eq!(
         rows[2],
         [
-            "ok", "forged", "header", "replaced", "ns/tenant-a/sa/curl", "GET", "/",
-            "+X-Tenant-Identity:", "ns/tenant-b/sa/curl", "allow", "allow",
+            "ok",
+            "forged",
+            "header",
+            "replaced",
+            "ns/tenant-a/sa/curl",
+            "GET",
+            "/",
+            "+X-Tenant-Identity:",
+            "ns/tenant-b/sa/curl",
+            "allow",
+            "allow",
             "spiffe://cluster.local/ns/tenant-a/sa/curl"
         ]
     );
     assert_eq!(
         rows[3],
-        ["ok", "admin", "denied", "ns/tenant-a/sa/curl", "GET", "/admin", "deny", "deny", "-"]
+        [
+            "ok",
+            "admin",
+            "denied",
+            "ns/tenant-a/sa/curl",
+            "GET",
+            "/admin",
+            "deny",
+            "deny",
+            "-"
+        ]
     );
     assert_eq!(
         rows[4],
         [
-            "ok", "untrusted", "CA", "refused", "ns/tenant-a/sa/curl", "(untrusted", "CA)", "GET",
-            "/", "deny", "deny:", "TLS", "refused", "-"
+            "ok",
+            "untrusted",
+            "CA",
+            "refused",
+            "ns/tenant-a/sa/curl",
+            "(untrusted",
+            "CA)",
+            "GET",
+            "/",
+            "deny",
+            "deny:",
+            "TLS",
+            "refused",
+            "-"
         ]
     );
     assert_eq!(out.lines().last(), Some("3 passed, 0 failed"));

@@ -198,8 +198,9 @@ cases:
         .contains("expected allow, got 403 `RBAC: access denied` (the upstream never saw it)"));
     assert!(line("not audited, expected audit").contains("meshfence.audited did not move"));
     assert!(line("audited, expected none").contains("meshfence.audited moved"));
-    assert!(line("dry-run deny, expected dry-run allow")
-        .contains("meshfence.dry_run_would_deny moved"));
+    assert!(
+        line("dry-run deny, expected dry-run allow").contains("meshfence.dry_run_would_deny moved")
+    );
     assert!(line("wrong identity expected").contains(
         "upstream header x-tenant-identity: expected `spiffe://cluster.local/ns/tenant-a/sa/other`, \
          got `spiffe://cluster.local/ns/tenant-a/sa/app`"
@@ -239,7 +240,14 @@ cases:
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     let lines: Vec<&str> = out.lines().collect();
-    for col in ["case", "caller", "request", "expected", "got", "upstream x-tenant-identity"] {
+    for col in [
+        "case",
+        "caller",
+        "request",
+        "expected",
+        "got",
+        "upstream x-tenant-identity",
+    ] {
         assert!(lines[0].contains(col), "{out}");
     }
     let words = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
@@ -332,7 +340,8 @@ spec:
     let o = run(&["test", &policy, "--cases", &cases, "--envoy"]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stdout(&o).contains("cannot be sent faithfully: its decision depends on destination port 9000"),
+        stdout(&o)
+            .contains("cannot be sent faithfully: its decision depends on destination port 9000"),
         "{}",
         stdout(&o)
     );

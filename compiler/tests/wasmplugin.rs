@@ -82,7 +82,10 @@ fn crd() -> (String, String, Value) {
 }
 
 fn sha256_pattern(s: &str) -> bool {
-    s.is_empty() || (s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    s.is_empty()
+        || (s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// `^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$`
@@ -99,7 +102,8 @@ fn group_pattern(s: &str) -> bool {
     s.is_empty()
         || s.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -212,7 +216,10 @@ fn check(schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
     }
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         if !e.contains(v) {
-            errs.push(format!("{at}: {v} is not one of {}", Value::Array(e.clone())));
+            errs.push(format!(
+                "{at}: {v} is not one of {}",
+                Value::Array(e.clone())
+            ));
         }
     }
     if let Some(str) = v.as_str() {
@@ -252,7 +259,9 @@ fn check(schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
             let text = r["rule"].as_str().unwrap_or_default();
             match rule(text, v) {
                 Some(true) => {}
-                Some(false) => errs.push(format!("{at}: {}", r["message"].as_str().unwrap_or(text))),
+                Some(false) => {
+                    errs.push(format!("{at}: {}", r["message"].as_str().unwrap_or(text)))
+                }
                 None => errs.push(format!("{at}: the checker does not know the rule {text}")),
             }
         }
@@ -263,7 +272,12 @@ fn check(schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
                 errs.push(format!("{at}: more than {max} properties"));
             }
         }
-        for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for r in s
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let r = r.as_str().unwrap();
             if !obj.contains_key(r) {
                 errs.push(format!("{at}: `{r}` is required"));
@@ -272,7 +286,11 @@ fn check(schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
         let props = s.get("properties").and_then(Value::as_object);
         let preserve = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
         for (k, val) in obj {
-            let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            let here = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
             if let Some(p) = props.and_then(|p| p.get(k)) {
                 check(p, val, &here, errs);
             } else if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
@@ -319,13 +337,16 @@ fn validate(manifest: &Value) -> Vec<String> {
     let (group, kind, schema) = crd();
     let mut errs = Vec::new();
     if manifest["apiVersion"] != format!("{group}/v1alpha1") {
-        errs.push(format!("apiVersion {} is not {group}/v1alpha1", manifest["apiVersion"]));
+        errs.push(format!(
+            "apiVersion {} is not {group}/v1alpha1",
+            manifest["apiVersion"]
+        ));
     }
     if manifest["kind"] != kind.as_str() {
         errs.push(format!("kind {} is not {kind}", manifest["kind"]));
     }
     for k in ["name", "namespace"] {
-        if !manifest["metadata"][k].as_str().is_some_and(|s| !s.is_empty()) {
+        if manifest["metadata"][k].as_str().unwrap_or_default().is_empty() {
             errs.push(format!("metadata.{k} is missing"));
         }
     }
@@ -372,7 +393,12 @@ fn the_manifest_validates_against_istios_crd() {
         "tenant-beta,app=api-service",
     ]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let m = yaml(&text);
     assert_eq!(validate(&m), Vec::<String>::new(), "{text}");
 
@@ -386,7 +412,10 @@ fn the_manifest_validates_against_istios_crd() {
         spec["selector"],
         json!({"matchLabels": {"app": "api-service", "version": "v1"}})
     );
-    assert_eq!(m["metadata"], json!({"name": "meshfence-tenant-beta", "namespace": "tenant-beta"}));
+    assert_eq!(
+        m["metadata"],
+        json!({"name": "meshfence-tenant-beta", "namespace": "tenant-beta"})
+    );
 
     // The ruleset in pluginConfig is the one `meshfence compile` writes.
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasmplugin");
@@ -404,7 +433,9 @@ fn the_manifest_validates_against_istios_crd() {
     let config = &spec["pluginConfig"];
     let b64 = config["ruleset"].as_str().unwrap();
     assert_eq!(
-        base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
         compiled
     );
     assert_eq!(
@@ -419,7 +450,10 @@ fn the_manifest_validates_against_istios_crd() {
     assert_eq!(read.ruleset, compiled);
     let w = read.workload.expect("the workload");
     assert_eq!(w.namespace, "tenant-beta");
-    assert_eq!(w.labels, vec![("app".to_string(), "api-service".to_string())]);
+    assert_eq!(
+        w.labels,
+        vec![("app".to_string(), "api-service".to_string())]
+    );
 
     // From a compiled ruleset, with a given sha256 and no selector or
     // workload: the filter takes its workload from node metadata.
@@ -432,14 +466,23 @@ fn the_manifest_validates_against_istios_crd() {
         "--sha256",
         &sha,
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let m = yaml(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(validate(&m), Vec::<String>::new());
-    assert_eq!(m["metadata"], json!({"name": "meshfence", "namespace": "istio-system"}));
+    assert_eq!(
+        m["metadata"],
+        json!({"name": "meshfence", "namespace": "istio-system"})
+    );
     assert!(m["spec"].get("selector").is_none());
     assert!(m["spec"]["pluginConfig"].get("workload").is_none());
-    let read = meshfence_filter::config::parse(&serde_json::to_vec(&m["spec"]["pluginConfig"]).unwrap())
-        .unwrap();
+    let read =
+        meshfence_filter::config::parse(&serde_json::to_vec(&m["spec"]["pluginConfig"]).unwrap())
+            .unwrap();
     assert_eq!(read.ruleset, compiled);
     assert_eq!(read.workload, None);
 }
@@ -471,21 +514,45 @@ fn the_checker_refuses_what_the_crd_refuses() {
         let errs = validate(&m);
         assert!(errs.iter().any(|e| e.contains(want)), "{want}: {errs:?}");
     };
-    bad(&|m| m["spec"]["failStrategy"] = json!("FAIL_SOMETIMES"), "spec.failStrategy");
+    bad(
+        &|m| m["spec"]["failStrategy"] = json!("FAIL_SOMETIMES"),
+        "spec.failStrategy",
+    );
     bad(&|m| m["spec"]["phase"] = json!("authz"), "spec.phase");
-    bad(&|m| m["spec"]["sha256"] = json!("A".repeat(64)), "does not match");
-    bad(&|m| m["spec"]["url"] = json!("ftp://x/y"), "url must have schema");
-    bad(&|m| m["spec"]["selector"]["matchLabels"]["app"] = json!("a*"), "wildcard");
-    bad(&|m| m["spec"]["selector"]["matchLabels"] = json!({"": "x"}), "key must not be empty");
-    bad(&|m| m["spec"]["selctor"] = json!({}), "spec.selctor: unknown field");
-    bad(&|m| m["spec"]["targetRefs"] = json!([{"kind": "Gateway", "name": "g"}]), "only one of targetRefs or selector");
+    bad(
+        &|m| m["spec"]["sha256"] = json!("A".repeat(64)),
+        "does not match",
+    );
+    bad(
+        &|m| m["spec"]["url"] = json!("ftp://x/y"),
+        "url must have schema",
+    );
+    bad(
+        &|m| m["spec"]["selector"]["matchLabels"]["app"] = json!("a*"),
+        "wildcard",
+    );
+    bad(
+        &|m| m["spec"]["selector"]["matchLabels"] = json!({"": "x"}),
+        "key must not be empty",
+    );
+    bad(
+        &|m| m["spec"]["selctor"] = json!({}),
+        "spec.selctor: unknown field",
+    );
+    bad(
+        &|m| m["spec"]["targetRefs"] = json!([{"kind": "Gateway", "name": "g"}]),
+        "only one of targetRefs or selector",
+    );
     bad(
         &|m| {
             m["spec"].as_object_mut().unwrap().remove("url");
         },
         "`url` is required",
     );
-    bad(&|m| m["spec"]["priority"] = json!("high"), "spec.priority: expected integer");
+    bad(
+        &|m| m["spec"]["priority"] = json!("high"),
+        "spec.priority: expected integer",
+    );
     bad(&|m| m["kind"] = json!("WasmPlugins"), "kind");
 }
 
@@ -496,11 +563,26 @@ fn bad_flags_exit_2() {
     let w = wasm.to_str().unwrap();
     for (args, want) in [
         (vec!["--url", "ftp://x/y", "--wasm", w], "--url `ftp://x/y`"),
-        (vec!["--url", "oci://x/y", "--sha256", "ABC"], "--sha256 `ABC`"),
-        (vec!["--url", "oci://x/y", "--wasm", w, "--selector", "app"], "--selector: `app` is not key=value"),
-        (vec!["--url", "oci://x/y", "--wasm", w, "--selector", "app=*"], "no wildcard"),
-        (vec!["--url", "oci://x/y", "--wasm", w, "--name", "Bad_Name"], "--name `Bad_Name`"),
-        (vec!["--url", "oci://x/y", "--wasm", "/nonexistent.wasm"], "/nonexistent.wasm: cannot read"),
+        (
+            vec!["--url", "oci://x/y", "--sha256", "ABC"],
+            "--sha256 `ABC`",
+        ),
+        (
+            vec!["--url", "oci://x/y", "--wasm", w, "--selector", "app"],
+            "--selector: `app` is not key=value",
+        ),
+        (
+            vec!["--url", "oci://x/y", "--wasm", w, "--selector", "app=*"],
+            "no wildcard",
+        ),
+        (
+            vec!["--url", "oci://x/y", "--wasm", w, "--name", "Bad_Name"],
+            "--name `Bad_Name`",
+        ),
+        (
+            vec!["--url", "oci://x/y", "--wasm", "/nonexistent.wasm"],
+            "/nonexistent.wasm: cannot read",
+        ),
     ] {
         let mut all = vec!["wasmplugin", "examples/policies"];
         all.extend(args);

