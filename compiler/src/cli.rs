@@ -203,9 +203,13 @@ fn print_errors(errors: &Errors) {
 }
 
 fn load_mesh(path: &Option<PathBuf>) -> Result<MeshSettings, Errors> {
+    load_mesh_file(path).map(|m| m.settings)
+}
+
+fn load_mesh_file(path: &Option<PathBuf>) -> Result<mesh::MeshFile, Errors> {
     match path {
-        Some(p) => mesh::load(p),
-        None => Ok(MeshSettings::default()),
+        Some(p) => mesh::load_file(p),
+        None => Ok(mesh::MeshFile::default()),
     }
 }
 
@@ -215,10 +219,12 @@ fn compile(
     mesh_path: &Option<PathBuf>,
     skip_custom: bool,
 ) -> Result<Ruleset, ()> {
-    let mesh = load_mesh(mesh_path);
+    let mesh = load_mesh_file(mesh_path);
+    let file = mesh.clone().unwrap_or_default();
     let opts = CompileOptions {
-        mesh: mesh.clone().unwrap_or_default(),
+        mesh: file.settings,
         skip_custom,
+        request_authentication: file.request_authentication,
     };
     let out = crate::compile_paths_outcome(policies, &opts);
     for n in &out.notes {
