@@ -68,8 +68,21 @@ const SOURCE_ADDRESS: &[u8] = b"source\0address";
 const DESTINATION_ADDRESS: &[u8] = b"destination\0address";
 const DESTINATION_PORT: &[u8] = b"destination\0port";
 const SNI: &[u8] = b"connection\0requested_server_name";
-const NODE_NAMESPACE: &[u8] = b"node\0metadata\0NAMESPACE";
-const NODE_LABELS: &[u8] = b"node\0metadata\0LABELS";
+/// Where Istio's `NAMESPACE` and `LABELS` node metadata are: Envoy 1.40 has
+/// the node under `xds.node` (`node.*` is NotFound there, as measured by
+/// `envoy_host_facts.rs`); older Envoys under `node`.
+const NODE_METADATA: [(&str, &[u8], &[u8]); 2] = [
+    (
+        "xds.node.metadata",
+        b"xds\0node\0metadata\0NAMESPACE",
+        b"xds\0node\0metadata\0LABELS",
+    ),
+    (
+        "node.metadata",
+        b"node\0metadata\0NAMESPACE",
+        b"node\0metadata\0LABELS",
+    ),
+];
 
 /// Details string of our local replies (Envoy's `%RESPONSE_CODE_DETAILS%`).
 const REPLY_DETAILS: &str = "meshfence_access_denied";
@@ -286,34 +299,43 @@ fn load(size: usize, metrics: Metrics) -> Result<Shared, String> {
 }
 
 /// The workload from Envoy node metadata, as Istio sets it: `NAMESPACE` a
-/// string, `LABELS` a string map (read in the pairs encoding).
+/// string, `LABELS` a string map (which Envoy serializes in the pairs
+/// encoding).
 fn workload_from_node() -> Result<WorkloadSpec, String> {
-    let namespace = ffi::get_property(NODE_NAMESPACE)
-        .map_err(|e| format!("node metadata NAMESPACE: host status {}", e.0))?
-        .ok_or_else(|| {
-            String::from(
-                "no workload: the configuration names none and node metadata has no NAMESPACE",
-            )
-        })?;
-    let namespace = String::from_utf8(namespace)
-        .map_err(|_| String::from("node metadata NAMESPACE is not UTF-8"))?;
+    let mut found = None;
+    for (root, namespace_path, labels_path) in NODE_METADATA {
+        let value = ffi::get_property(namespace_path)
+            .map_err(|e| format!("{root}.NAMESPACE: host status {}", e.0))?;
+        if let Some(value) = value {
+            found = Some((root, value, labels_path));
+            break;
+        }
+    }
+    let Some((root, namespace, labels_path)) = found else {
+        return Err(String::from(
+            "no workload: the configuration names none and node metadata has no NAMESPACE \
+             (xds.node.metadata.NAMESPACE or node.metadata.NAMESPACE)",
+        ));
+    };
+    let namespace =
+        String::from_utf8(namespace).map_err(|_| format!("{root}.NAMESPACE is not UTF-8"))?;
     if namespace.is_empty() {
-        return Err(String::from("node metadata NAMESPACE is empty"));
+        return Err(format!("{root}.NAMESPACE is empty"));
     }
     let mut labels = Vec::new();
-    let raw = ffi::get_property(NODE_LABELS)
-        .map_err(|e| format!("node metadata LABELS: host status {}", e.0))?;
+    let raw = ffi::get_property(labels_path)
+        .map_err(|e| format!("{root}.LABELS: host status {}", e.0))?;
     if let Some(raw) = raw {
         let pairs = Pairs::parse(&raw).ok_or_else(|| {
             format!(
-                "node metadata LABELS ({} bytes) is not a string map in the pairs encoding",
+                "{root}.LABELS ({} bytes) is not a string map in the pairs encoding",
                 raw.len()
             )
         })?;
         for (k, v) in pairs.iter() {
             match (core::str::from_utf8(k), core::str::from_utf8(v)) {
                 (Ok(k), Ok(v)) => labels.push((String::from(k), String::from(v))),
-                _ => return Err(String::from("node metadata LABELS holds a non-UTF-8 label")),
+                _ => return Err(format!("{root}.LABELS holds a non-UTF-8 label")),
             }
         }
     }

@@ -168,8 +168,11 @@ fn no_workload_anywhere() {
     assert!(log_text(&h).contains("NAMESPACE"), "{}", log_text(&h));
     // LABELS that are not a string map.
     let mut h = Host::from_bytes(wasm()).unwrap();
-    h.set_property(&["node", "metadata", "NAMESPACE"], WORKLOAD_NS);
-    h.set_property(&["node", "metadata", "LABELS"], vec![9u8, 0, 0, 0, 1]);
+    h.set_property(&["xds", "node", "metadata", "NAMESPACE"], WORKLOAD_NS);
+    h.set_property(
+        &["xds", "node", "metadata", "LABELS"],
+        vec![9u8, 0, 0, 0, 1],
+    );
     assert!(!h.configure(&good()).unwrap());
 }
 

@@ -279,8 +279,8 @@ fn node_labels_padded_as_envoy_pads_them() {
         let mut encoded = pairs::encode(labels);
         encoded.resize(encoded.len().max(30), 0);
         let mut h = Host::from_bytes(wasm()).unwrap();
-        h.set_property(&["node", "metadata", "NAMESPACE"], WORKLOAD_NS);
-        h.set_property(&["node", "metadata", "LABELS"], encoded);
+        h.set_property(&["xds", "node", "metadata", "NAMESPACE"], WORKLOAD_NS);
+        h.set_property(&["xds", "node", "metadata", "LABELS"], encoded);
         assert!(h
             .configure(&meshfence_ruleset::format::to_bytes(&ruleset()))
             .unwrap());
@@ -328,4 +328,37 @@ fn many_tenants() {
         .request(&RequestSpec::get("/t/1234/x").from(&caller(1235)))
         .unwrap();
     assert_eq!(out.status(), Some(403));
+}
+
+/// Envoy 1.40 shows the node as `xds.node`; older Envoys as `node`. The
+/// filter reads `xds.node.metadata` first and falls back to `node.metadata`.
+#[test]
+fn node_metadata_under_xds_or_node() {
+    use wasm_test_harness::host::{pairs, Host};
+    let bytes = meshfence_ruleset::format::to_bytes(&ruleset());
+    // The older layout only.
+    let mut h = Host::from_bytes(wasm()).unwrap();
+    h.set_property(&["node", "metadata", "NAMESPACE"], WORKLOAD_NS);
+    h.set_property(
+        &["node", "metadata", "LABELS"],
+        pairs::encode(WORKLOAD_LABELS),
+    );
+    assert!(h.configure(&bytes).unwrap(), "{:?}", h.logs());
+    let out = h
+        .request(&RequestSpec::get("/api/admin").from(ALPHA))
+        .unwrap();
+    assert_eq!(out.status(), Some(403));
+    // Both: xds.node wins (here it selects no policy, so all is allowed).
+    let mut h = Host::from_bytes(wasm()).unwrap();
+    h.set_property(&["node", "metadata", "NAMESPACE"], WORKLOAD_NS);
+    h.set_property(
+        &["node", "metadata", "LABELS"],
+        pairs::encode(WORKLOAD_LABELS),
+    );
+    h.set_node_workload(WORKLOAD_NS, &[("app", "web")]);
+    assert!(h.configure(&bytes).unwrap());
+    assert!(h
+        .request(&RequestSpec::get("/api/admin").from(ALPHA))
+        .unwrap()
+        .allowed());
 }

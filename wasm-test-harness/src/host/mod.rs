@@ -367,11 +367,15 @@ impl Host {
         self.store.data_mut().properties.insert(key, value.into());
     }
 
-    /// Sets `node.metadata.NAMESPACE` and `node.metadata.LABELS` as Istio does
-    /// (the labels as a string map in the pairs encoding).
+    /// Sets Istio's node metadata `NAMESPACE` and `LABELS` where Envoy 1.40
+    /// shows them, under `xds.node.metadata` (the labels as a string map in
+    /// the pairs encoding).
     pub fn set_node_workload(&mut self, namespace: &str, labels: &[(&str, &str)]) {
-        self.set_property(&["node", "metadata", "NAMESPACE"], namespace);
-        self.set_property(&["node", "metadata", "LABELS"], pairs::encode(labels));
+        self.set_property(&["xds", "node", "metadata", "NAMESPACE"], namespace);
+        self.set_property(
+            &["xds", "node", "metadata", "LABELS"],
+            pairs::encode(labels),
+        );
     }
 
     /// Makes the named host call (e.g. `proxy_send_local_response`) return
