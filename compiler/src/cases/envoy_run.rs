@@ -70,22 +70,58 @@ fn built_wasm(root: Option<&Path>) -> Option<PathBuf> {
     if let Ok(p) = std::env::var("MESHFENCE_WASM") {
         candidates.push(PathBuf::from(p));
     }
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        let t = PathBuf::from(t);
+        let t = match root {
+            Some(root) if t.is_relative() => root.join(t),
+            _ => t,
+        };
+        candidates.push(t.join(WASM_REL));
+    }
     candidates.push(PathBuf::from("target").join(WASM_REL));
     if let Some(root) = root {
         candidates.push(root.join("target").join(WASM_REL));
-        if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
-            let t = PathBuf::from(t);
-            let t = if t.is_relative() { root.join(t) } else { t };
-            candidates.push(t.join(WASM_REL));
-        }
     }
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// The newest modification time of the files below `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut best = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        let t = if p.is_dir() {
+            newest(&p)
+        } else {
+            entry.metadata().ok().and_then(|m| m.modified().ok())
+        };
+        best = best.max(t);
+    }
+    best
+}
+
+/// Warns when a found `.wasm` is older than the sources it is built from.
+fn warn_if_stale(wasm: &Path, root: Option<&Path>) {
+    let (Some(root), Ok(built)) = (root, std::fs::metadata(wasm).and_then(|m| m.modified())) else {
+        return;
+    };
+    let sources = ["filter/src", "ruleset/src"]
+        .iter()
+        .filter_map(|d| newest(&root.join(d)))
+        .max();
+    if sources.is_some_and(|s| s > built) {
+        eprintln!(
+            "meshfence: warning: {} is older than the filter's sources; `make wasm` rebuilds it",
+            wasm.display()
+        );
+    }
+}
+
 /// The filter's `.wasm`: `explicit` (`--wasm`), else `$MESHFENCE_WASM`, else
-/// `target/wasm32-unknown-unknown/release/meshfence_filter.wasm` (here, in the
-/// repository, or under `$CARGO_TARGET_DIR`), else, inside the repository,
-/// built with cargo.
+/// `wasm32-unknown-unknown/release/meshfence_filter.wasm` under
+/// `$CARGO_TARGET_DIR`, `./target` or the repository's `target`, else, inside
+/// the repository, built with cargo. A found one older than the filter's
+/// sources is used with a warning.
 pub fn find_wasm(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
         return if p.is_file() {
@@ -96,6 +132,7 @@ pub fn find_wasm(explicit: Option<&Path>) -> Result<PathBuf, String> {
     }
     let root = repo_root();
     if let Some(p) = built_wasm(root.as_deref()) {
+        warn_if_stale(&p, root.as_deref());
         return Ok(p);
     }
     let Some(root) = root else {
