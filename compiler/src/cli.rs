@@ -50,6 +50,13 @@ pub enum TestFormat {
     Table,
 }
 
+/// Envoy's path normalization under `meshfence test --envoy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Normalization {
+    Strict,
+    Istio,
+}
+
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
@@ -134,6 +141,11 @@ pub enum Command {
         /// built with cargo when run inside the meshfence repository).
         #[arg(long, value_name = "PATH", requires = "envoy")]
         wasm: Option<PathBuf>,
+        /// Envoy's path normalization for --envoy: `strict` (what
+        /// envoy-configs/ ships) or `istio` (Istio's default, BASE: `//`,
+        /// `%2F` and `%5C` reach the filter unchanged).
+        #[arg(long, value_enum, default_value_t = Normalization::Strict, requires = "envoy")]
+        normalization: Normalization,
         #[arg(long, value_enum, default_value_t = TestFormat::Text)]
         format: TestFormat,
         #[arg(long)]
@@ -450,6 +462,7 @@ pub fn run(cli: Cli) -> i32 {
             cases: cases_path,
             envoy,
             wasm,
+            normalization,
             format: test_format,
             skip_custom,
         } => {
@@ -474,6 +487,7 @@ pub fn run(cli: Cli) -> i32 {
                 let opts = cases::envoy_run::Options {
                     wasm,
                     envoy_command: None,
+                    istio_normalization: normalization == Normalization::Istio,
                 };
                 let mut print_line = |o: &cases::Outcome| {
                     if test_format == TestFormat::Text {

@@ -103,6 +103,50 @@ fn the_attack_suite_holds_in_envoy() {
     }
 }
 
+/// The path tricks hold under Istio's default path normalization too, where
+/// `//`, `%2F` and `%5C` reach the filter unchanged; the spellings the strict
+/// configuration merges into an allowed path are then refused.
+#[test]
+fn path_tricks_hold_under_istios_default_normalization() {
+    let args = |cases: &str| {
+        run(&[
+            "test",
+            &repo("e2e/policies"),
+            "--mesh",
+            &repo("e2e/mesh.yaml"),
+            "--cases",
+            &repo(cases),
+            "--envoy",
+            "--normalization",
+            "istio",
+        ])
+    };
+    for cases in [
+        "e2e/cases/paths-deny-admin.yaml",
+        "e2e/cases/paths-allow-public.yaml",
+    ] {
+        let o = args(cases);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{cases}:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+    let o = args("e2e/cases/normalized-paths.yaml");
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("FAIL doubled slash inside the tree: expected allow, got 400"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok   dot-dot that stays inside the tree"),
+        "{out}"
+    );
+}
+
 const POLICY: &str = r#"
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

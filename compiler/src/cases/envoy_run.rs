@@ -46,6 +46,9 @@ pub struct Options {
     pub wasm: Option<PathBuf>,
     /// The command that runs Envoy; `None`: found by [`find_envoy`].
     pub envoy_command: Option<Vec<String>>,
+    /// Envoy's path normalization: the shipped strict one, or Istio's
+    /// default (`BASE`: `//`, `%2F`, `%5C` pass through to the filter).
+    pub istio_normalization: bool,
 }
 
 /// Where the repository is, if we run inside a checkout of it: the current
@@ -326,6 +329,9 @@ pub fn run(
     // --workload` ships it.
     config.plugin_config = PluginConfigFormat::Json;
     config.envoy_command = Some(command);
+    if opts.istio_normalization {
+        config.normalization = envoy::Normalization::IstioDefault;
+    }
     config.log_level = "warning".into();
     let envoy = Envoy::start(config).map_err(|e| e.to_string())?;
     let header = ruleset.mesh.identity_header.name.clone();
