@@ -273,13 +273,13 @@ fn first_namespace(s: &str) -> Option<&str> {
 
 /// Every `<segment>` of `/ns/<segment>/` in `s`, overlapping ones included.
 pub fn namespaces_in(s: &str) -> impl Iterator<Item = &str> {
+    let bytes = s.as_bytes();
     let mut from = 0usize;
     core::iter::from_fn(move || loop {
-        let rest = s.get(from..)?;
-        let i = rest.find("/ns/")?;
-        let start = from + i + 4;
-        from = from + i + 1;
-        let seg_len = s.get(start..)?.find('/')?;
+        let i = from + memchr::memmem::find(bytes.get(from..)?, b"/ns/")?;
+        let start = i + 4;
+        from = i + 1;
+        let seg_len = memchr::memchr(b'/', bytes.get(start..)?)?;
         if seg_len > 0 {
             return s.get(start..start + seg_len);
         }

@@ -101,11 +101,28 @@ pub struct SanitizedIdentity<'a> {
 /// The value of the identity header for a verified peer, in the mesh's form.
 pub fn header_value_for<'a>(mesh: &MeshSettings, uri: &'a str) -> Option<&'a str> {
     SpiffeId::parse(uri)?;
+    value_in_mesh_form(mesh, uri)
+}
+
+/// A well-formed SPIFFE URI in the form the mesh's identity header carries.
+fn value_in_mesh_form<'a>(mesh: &MeshSettings, uri: &'a str) -> Option<&'a str> {
     match mesh.identity_header.value {
         IdentityValue::Spiffe => Some(uri),
         IdentityValue::Principal => principal_of(uri),
         IdentityValue::Off => None,
     }
+}
+
+/// A trusted forwarder is a workload of a trusted-forwarder namespace in the
+/// mesh's own trust domain (or an alias of it): a federated trust domain's
+/// `ns/shared-services` is somebody else's namespace.
+fn is_trusted_forwarder(mesh: &MeshSettings, id: &SpiffeId<'_>) -> bool {
+    let own_domain = id.trust_domain == mesh.trust_domain
+        || mesh
+            .trust_domain_aliases
+            .iter()
+            .any(|a| a == id.trust_domain);
+    own_domain && mesh.trusted_forwarders.iter().any(|ns| ns == id.namespace)
 }
 
 fn incoming_is_well_formed(mesh: &MeshSettings, value: &str) -> bool {
@@ -146,10 +163,10 @@ pub fn sanitize<'a>(
             stripped_incoming: false,
         };
     }
-    let verified = peer_uri.and_then(|uri| header_value_for(mesh, uri));
-    let forwarder = peer_uri
-        .and_then(SpiffeId::parse)
-        .is_some_and(|id| mesh.trusted_forwarders.iter().any(|ns| ns == id.namespace));
+    // The peer's SPIFFE ID, parsed once.
+    let peer = peer_uri.and_then(|uri| SpiffeId::parse(uri).map(|id| (uri, id)));
+    let verified = peer.and_then(|(uri, _)| value_in_mesh_form(mesh, uri));
+    let forwarder = peer.is_some_and(|(_, id)| is_trusted_forwarder(mesh, &id));
     if forwarder {
         if let Some((value, 1)) = incoming {
             if incoming_is_well_formed(mesh, value) {
@@ -288,5 +305,20 @@ mod tests {
         let fwd = "spiffe://cluster.local/ns/shared-services/sa/gw";
         let s = sanitize(&m, Some(fwd), Some(("cluster.local/ns/tenant-a/sa/x", 1)));
         assert_eq!(s.value, Some("cluster.local/ns/tenant-a/sa/x"));
+    }
+
+    #[test]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+    fn forwarders_of_another_trust_domain_are_not_trusted() {
+        let mut m = mesh();
+        let tenant = "spiffe://cluster.local/ns/tenant-a/sa/x";
+        let foreign = "spiffe://evil.example/ns/shared-services/sa/gw";
+        let s = sanitize(&m, Some(foreign), Some((tenant, 1)));
+        assert_eq!(s.value, Some(foreign));
+        assert!(s.stripped_incoming);
+        // An alias of the mesh's trust domain is the mesh's own.
+        m.trust_domain_aliases.push(String::from("evil.example"));
+        let s = sanitize(&m, Some(foreign), Some((tenant, 1)));
+        assert_eq!(s.value, Some(tenant));
     }
 }

@@ -49,9 +49,12 @@ fn find(hay: &[u8], needle: &[u8], from: usize, ci: bool) -> Option<usize> {
     if needle.is_empty() {
         return Some(from);
     }
-    rest.windows(needle.len())
-        .position(|w| eq(w, needle, ci))
-        .map(|i| i + from)
+    let at = if ci {
+        rest.windows(needle.len()).position(|w| eq(w, needle, true))
+    } else {
+        memchr::memmem::find(rest, needle)
+    };
+    at.map(|i| i + from)
 }
 
 /// Matches a whole value against literal text and wildcards.
@@ -65,7 +68,7 @@ fn find(hay: &[u8], needle: &[u8], from: usize, ci: bool) -> Option<usize> {
 /// the literal could leave the `[^/]*` a region without `/`): such patterns
 /// go to [`pattern_matches_general`].
 pub fn pattern_matches(pieces: &[PatternPiece], value: &[u8], ci: bool) -> bool {
-    if value.contains(&b'\n') {
+    if memchr::memchr(b'\n', value).is_some() {
         return false;
     }
     if !greedy_is_exact(pieces) {
@@ -212,7 +215,7 @@ fn region_fits(wild: &PatternPiece, region: Option<&[u8]>) -> bool {
 /// Istio's service-account matcher: `spiffe://.+/ns/NS/(.+/|)sa/SA(/.+)?`.
 pub fn service_account_matches(uri: &str, namespace: &str, name: &str) -> bool {
     let uri = uri.as_bytes();
-    if uri.contains(&b'\n') {
+    if memchr::memchr(b'\n', uri).is_some() {
         return false;
     }
     let Some(rest) = uri.strip_prefix(b"spiffe://".as_slice()) else {

@@ -203,7 +203,6 @@ fn non_utf8_san_fails_closed() {
 /// only, so under a federated trust bundle a workload of another trust domain
 /// in a namespace named like a forwarder could pass any tenant's identity.
 #[test]
-#[ignore = "evaluator: trusted forwarders are not checked against the mesh trust domain (reported)"]
 fn a_forwarder_of_another_trust_domain_is_not_trusted() {
     let mut h = host(Form::Json);
     let foreign_gateway = "spiffe://evil.example/ns/shared-services/sa/gateway";
