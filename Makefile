@@ -69,8 +69,8 @@ e2e: wasm $(MESHFENCE) envoy
 	if [ -n "$$failed" ]; then echo "e2e: failed:$$failed"; exit 1; fi; \
 	echo "e2e: every cases file passed"
 
-differential: wasm $(MESHFENCE) envoy
-	ENVOY="$$(scripts/envoy.sh)" $(MESHFENCE) differential --cases $(CASES)
+differential: wasm envoy
+	ENVOY="$$(scripts/envoy.sh)" $(CARGO) run -q -p wasm-test-harness --features differential --bin differential -- --cases $(CASES)
 
 test: unit wasm32-test e2e differential
 
