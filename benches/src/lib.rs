@@ -24,7 +24,10 @@ pub fn tenant_id(i: usize) -> String {
 
 /// The SPIFFE ID of the log-shipping workload of tenant `i`.
 pub fn tenant_caller(i: usize) -> String {
-    format!("spiffe://cluster.local/ns/{}/sa/log-shipper", tenant_name(i))
+    format!(
+        "spiffe://cluster.local/ns/{}/sa/log-shipper",
+        tenant_name(i)
+    )
 }
 
 /// The path tenant `i` ingests to.
@@ -124,6 +127,9 @@ mod tests {
         assert_eq!(rbac_last_tenant(10_000), 9);
         assert_eq!(rbac_check_order(12)[..4], [0, 10, 11, 1]);
         assert_eq!(rbac_check_order(1_000)[0], 512);
-        assert_eq!(istio_rbac_policy_name(513), "ns[platform-logging]-policy[logging-ingestion-policy-1]-rule[1]");
+        assert_eq!(
+            istio_rbac_policy_name(513),
+            "ns[platform-logging]-policy[logging-ingestion-policy-1]-rule[1]"
+        );
     }
 }

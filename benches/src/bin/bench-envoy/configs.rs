@@ -22,10 +22,19 @@ pub enum Variant {
     Lua,
     /// The meshfence filter, configured with JSON (ruleset in base64, workload).
     Meshfence,
+    /// `benches/wasm-probe` doing only these host calls (comma-separated
+    /// steps): where meshfence's time goes (`BENCH_BREAKDOWN=1`).
+    Probe(&'static str),
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [Variant::None, Variant::WasmNoop, Variant::Rbac, Variant::Lua, Variant::Meshfence];
+    pub const ALL: [Variant; 5] = [
+        Variant::None,
+        Variant::WasmNoop,
+        Variant::Rbac,
+        Variant::Lua,
+        Variant::Meshfence,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -34,6 +43,13 @@ impl Variant {
             Variant::Rbac => "rbac",
             Variant::Lua => "lua",
             Variant::Meshfence => "meshfence",
+            Variant::Probe(steps) => match *steps {
+                "san" => "probe:san",
+                "san,headers" => "probe:san+headers",
+                "san,headers,add" => "probe:san+headers+add",
+                "san,hget,add" => "probe:san+4-header-gets+add",
+                _ => "probe:san+headers+add+counter",
+            },
         }
     }
 
@@ -58,7 +74,18 @@ pub struct Paths<'a> {
     pub cert_dir: &'a Path,
     pub meshfence_wasm: &'a Path,
     pub noop_wasm: &'a Path,
+    pub probe_wasm: &'a Path,
 }
+
+/// The probes of `BENCH_BREAKDOWN=1`, cumulative: each adds one of the host
+/// calls meshfence makes on an allowed request.
+pub const PROBES: [&str; 5] = [
+    "san",
+    "san,headers",
+    "san,headers,add",
+    "san,headers,add,counter",
+    "san,hget,add",
+];
 
 pub const IDENTITY_HEADER: &str = "x-tenant-identity";
 /// The direct response echoes the identity header the filters left, so a
@@ -143,7 +170,18 @@ fn http_filters(l: &ListenerSpec<'_>, paths: &Paths<'_>) -> Vec<Value> {
     match l.variant {
         Variant::None => vec![],
         Variant::WasmNoop => vec![wasm_filter(&l.name, "noop", paths.noop_wasm, None)],
-        Variant::Meshfence => vec![wasm_filter(&l.name, "meshfence", paths.meshfence_wasm, Some(l.ruleset))],
+        Variant::Probe(steps) => vec![wasm_filter(
+            &l.name,
+            "probe",
+            paths.probe_wasm,
+            Some(Plugin::Text(steps)),
+        )],
+        Variant::Meshfence => vec![wasm_filter(
+            &l.name,
+            "meshfence",
+            paths.meshfence_wasm,
+            Some(Plugin::Ruleset(l.ruleset)),
+        )],
         Variant::Rbac => vec![header_mutation(), rbac(l.tenants)],
         Variant::Lua => vec![json!({
             "name": "envoy.filters.http.lua",
@@ -155,7 +193,12 @@ fn http_filters(l: &ListenerSpec<'_>, paths: &Paths<'_>) -> Vec<Value> {
     }
 }
 
-fn wasm_filter(plugin: &str, vm_id: &str, wasm: &Path, ruleset: Option<&[u8]>) -> Value {
+enum Plugin<'a> {
+    Ruleset(&'a [u8]),
+    Text(&'a str),
+}
+
+fn wasm_filter(plugin: &str, vm_id: &str, wasm: &Path, configuration: Option<Plugin<'_>>) -> Value {
     let mut config = json!({
         "name": plugin,
         "vm_config": {
@@ -165,12 +208,19 @@ fn wasm_filter(plugin: &str, vm_id: &str, wasm: &Path, ruleset: Option<&[u8]>) -
         },
         "fail_open": false
     });
-    if let Some(bytes) = ruleset {
+    if let Some(Plugin::Text(text)) = configuration {
+        config["configuration"] =
+            json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": text});
+    }
+    if let Some(Plugin::Ruleset(bytes)) = configuration {
         // The shape an Istio WasmPlugin's pluginConfig arrives in: JSON with
         // the ruleset in base64 and the workload. (Raw bytes in a BytesValue
         // with the workload from node metadata fail here: on a static
         // listener, configured at boot, the filter finds no node metadata.)
-        let labels: serde_json::Map<_, _> = mesh::WORKLOAD_LABELS.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let labels: serde_json::Map<_, _> = mesh::WORKLOAD_LABELS
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         let plugin = json!({
             "ruleset": base64::engine::general_purpose::STANDARD.encode(bytes),
             "workload": {"namespace": mesh::WORKLOAD_NAMESPACE, "labels": labels}
@@ -246,7 +296,11 @@ pub fn lua_source(tenants: usize) -> String {
     s.push_str("local tenants = {\n");
     for i in 0..tenants {
         let t = mesh::tenant_name(i);
-        let _ = writeln!(s, "  [\"{t}\"] = {{\"{}\", \"/ingest/{t}/\"}},", mesh::tenant_id(i));
+        let _ = writeln!(
+            s,
+            "  [\"{t}\"] = {{\"{}\", \"/ingest/{t}/\"}},",
+            mesh::tenant_id(i)
+        );
     }
     s.push_str(
         r#"}

@@ -31,24 +31,31 @@ use wasm_test_harness::envoy::CallerCert;
 pub type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// A TLS client configuration trusting `ca` and presenting `cert`.
-pub fn tls_config(ca: &CertificateDer<'static>, cert: &CallerCert) -> Result<Arc<ClientConfig>, String> {
+pub fn tls_config(
+    ca: &CertificateDer<'static>,
+    cert: &CallerCert,
+) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).map_err(|e| format!("trust the CA: {e}"))?;
+    roots
+        .add(ca.clone())
+        .map_err(|e| format!("trust the CA: {e}"))?;
     let chain = vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes())
         .map_err(|e| format!("client certificate PEM: {e}"))?];
     let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
         .map_err(|e| format!("client key PEM: {e}"))?;
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| format!("client certificate: {e}"))?;
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS versions: {e}"))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("client certificate: {e}"))?;
     Ok(Arc::new(config))
 }
 
 pub fn connect(port: u16, tls: &Arc<ClientConfig>) -> Result<Tls, String> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect to :{port}: {e}"))?;
+    let tcp =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect to :{port}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
@@ -83,15 +90,26 @@ pub fn roundtrip(tls: &mut Tls, request: &[u8], buf: &mut Vec<u8>) -> Result<Res
     loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line {head:?}"))?;
+            let status = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("bad status line {head:?}"))?;
             let len: usize = head
                 .lines()
-                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
                 let close = head.contains("\r\nconnection: close");
                 let body = buf[end + 4..end + 4 + len].to_vec();
-                return Ok(Response { status, head, body, close });
+                return Ok(Response {
+                    status,
+                    head,
+                    body,
+                    close,
+                });
             }
         }
         match tls.read(&mut chunk) {
@@ -189,7 +207,9 @@ pub fn run_slice(
             }
             Err(_) => {
                 slice.errors += 1;
-                slice.first_error.get_or_insert_with(|| "a load thread panicked".into());
+                slice
+                    .first_error
+                    .get_or_insert_with(|| "a load thread panicked".into());
             }
         }
     }
@@ -204,7 +224,14 @@ struct WorkerResult {
     latencies_us: Vec<u32>,
 }
 
-fn worker(port: u16, tls: &Arc<ClientConfig>, request: &[u8], begin: Instant, end: Instant, stop: &AtomicBool) -> WorkerResult {
+fn worker(
+    port: u16,
+    tls: &Arc<ClientConfig>,
+    request: &[u8],
+    begin: Instant,
+    end: Instant,
+    stop: &AtomicBool,
+) -> WorkerResult {
     let mut out = WorkerResult {
         latencies_us: Vec::with_capacity(1 << 16),
         ..WorkerResult::default()
@@ -245,7 +272,13 @@ fn worker(port: u16, tls: &Arc<ClientConfig>, request: &[u8], begin: Instant, en
             }
             Ok(r) => {
                 out.errors += 1;
-                out.first_error.get_or_insert_with(|| format!("status {} body {:?}", r.status, String::from_utf8_lossy(&r.body)));
+                out.first_error.get_or_insert_with(|| {
+                    format!(
+                        "status {} body {:?}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    )
+                });
                 if r.close {
                     conn = None;
                 }
@@ -274,6 +307,8 @@ pub fn self_cpu() -> Duration {
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return Duration::ZERO;
     }
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }

@@ -59,7 +59,10 @@ fn main() {
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| format!("{name}={v:?} is not a number")),
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a number")),
         _ => Ok(default),
     }
 }
@@ -132,15 +135,27 @@ struct Summary {
 
 fn summarize(slices: &mut [loadgen::Slice]) -> Summary {
     let rps: Vec<f64> = slices.iter().map(|s| s.rps()).collect();
-    let (lo, hi) = rps.iter().fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
+    let (lo, hi) = rps
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), &x| (l.min(x), h.max(x)));
     let med = median(rps.clone());
     Summary {
         rps: med,
         p50: median(slices.iter_mut().map(|s| s.quantile_us(0.50)).collect()),
         p99: median(slices.iter_mut().map(|s| s.quantile_us(0.99)).collect()),
         cpu: median(slices.iter().map(|s| s.cpu_us_per_req()).collect()),
-        client_util: median(slices.iter().map(|s| s.client_cpu.as_secs_f64() / s.window.as_secs_f64()).collect()),
-        envoy_util: median(slices.iter().map(|s| s.envoy_cpu.as_secs_f64() / s.window.as_secs_f64()).collect()),
+        client_util: median(
+            slices
+                .iter()
+                .map(|s| s.client_cpu.as_secs_f64() / s.window.as_secs_f64())
+                .collect(),
+        ),
+        envoy_util: median(
+            slices
+                .iter()
+                .map(|s| s.envoy_cpu.as_secs_f64() / s.window.as_secs_f64())
+                .collect(),
+        ),
         spread: if med > 0.0 { (hi - lo) / med } else { f64::NAN },
     }
 }
@@ -151,64 +166,128 @@ fn run() -> Result<(), String> {
     let tenant_counts: Vec<usize> = std::env::var("BENCH_TENANTS")
         .unwrap_or_else(|_| "10,1000,10000".into())
         .split(',')
-        .map(|s| s.trim().parse().map_err(|_| format!("BENCH_TENANTS: {s:?}")))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|_| format!("BENCH_TENANTS: {s:?}"))
+        })
         .collect::<Result<_, _>>()?;
     let skip_memory = std::env::var("BENCH_SKIP_MEMORY").is_ok_and(|v| v == "1");
     let root = repo_root();
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-    let target = if target.is_relative() { root.join(target) } else { target };
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let target = if target.is_relative() {
+        root.join(target)
+    } else {
+        target
+    };
     let wasm_dir = target.join("wasm32-unknown-unknown/release");
-    let meshfence_wasm = std::env::var("MESHFENCE_WASM").map(PathBuf::from).unwrap_or_else(|_| wasm_dir.join("meshfence_filter.wasm"));
-    let noop_wasm = std::env::var("NOOP_WASM").map(PathBuf::from).unwrap_or_else(|_| wasm_dir.join("meshfence_noop.wasm"));
-    for w in [&meshfence_wasm, &noop_wasm] {
+    let meshfence_wasm = std::env::var("MESHFENCE_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| wasm_dir.join("meshfence_filter.wasm"));
+    let noop_wasm = std::env::var("NOOP_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| wasm_dir.join("meshfence_noop.wasm"));
+    let probe_wasm = wasm_dir.join("meshfence_probe.wasm");
+    let breakdown = std::env::var("BENCH_BREAKDOWN").is_ok_and(|v| v == "1");
+    let mut needed = vec![&meshfence_wasm, &noop_wasm];
+    if breakdown {
+        needed.push(&probe_wasm);
+    }
+    for w in needed {
         if !w.exists() {
-            return Err(format!("{} is missing: run `make bench-envoy` (it builds it)", w.display()));
+            return Err(format!(
+                "{} is missing: run `make bench-envoy` (it builds it)",
+                w.display()
+            ));
         }
     }
     let command = envoy_command().map_err(|e| e.to_string())?;
     let envoy_version = envoy::version(&command);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (envoy_cpu, client_cpu) = if cpus >= 2 { (Some(0), Some(1)) } else { (None, None) };
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (envoy_cpu, client_cpu) = if cpus >= 2 {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    };
     if let Some(c) = client_cpu {
         if !envoy::pin_self(c) {
             eprintln!("bench-envoy: could not pin the load generator to core {c}");
         }
     }
+    let raised = envoy::raise_priority();
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown".into());
-    eprintln!("bench-envoy: Envoy {envoy_version}; {cpus} cores ({cpu_model}); {seconds} s per configuration, {connections} connections");
+    eprintln!("bench-envoy: Envoy {envoy_version}; {cpus} cores ({cpu_model}); {seconds} s per configuration, {connections} connections; nice -10: {raised}");
 
     // Rulesets.
     let mut rulesets = BTreeMap::new();
     for &n in &tenant_counts {
         let t0 = Instant::now();
         let yaml = mesh::mesh_policies_yaml(n);
-        let compiled = compile_str("bench.yaml", &yaml, &CompileOptions::default()).map_err(|e| format!("compile {n} tenants: {e}"))?;
+        let compiled = compile_str("bench.yaml", &yaml, &CompileOptions::default())
+            .map_err(|e| format!("compile {n} tenants: {e}"))?;
         let bytes = to_bytes(&compiled.ruleset);
-        eprintln!("bench-envoy: {n} tenants: ruleset {} bytes ({:.1} per tenant), compiled in {:.2?}", bytes.len(), bytes.len() as f64 / n as f64, t0.elapsed());
+        eprintln!(
+            "bench-envoy: {n} tenants: ruleset {} bytes ({:.1} per tenant), compiled in {:.2?}",
+            bytes.len(),
+            bytes.len() as f64 / n as f64,
+            t0.elapsed()
+        );
         rulesets.insert(n, bytes);
     }
 
-    let dir = tempfile::Builder::new().prefix("meshfence-bench-envoy-").tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("meshfence-bench-envoy-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
     let pki = Pki::create(&dir.path().join("certs")).map_err(|e| e.to_string())?;
-    let paths = Paths { cert_dir: pki.dir(), meshfence_wasm: &meshfence_wasm, noop_wasm: &noop_wasm };
+    let paths = Paths {
+        cert_dir: pki.dir(),
+        meshfence_wasm: &meshfence_wasm,
+        noop_wasm: &noop_wasm,
+        probe_wasm: &probe_wasm,
+    };
+    let mut variants: Vec<Variant> = Variant::ALL.to_vec();
+    if breakdown {
+        variants.extend(configs::PROBES.iter().map(|p| Variant::Probe(p)));
+    }
+    let smallest = tenant_counts.iter().copied().min().unwrap_or(10);
     let tls_for = |tenant: usize| -> Result<Arc<rustls::ClientConfig>, String> {
-        let cert = pki.client(Identity::Uri(mesh::tenant_caller(tenant))).map_err(|e| e.to_string())?;
+        let cert = pki
+            .client(Identity::Uri(mesh::tenant_caller(tenant)))
+            .map_err(|e| e.to_string())?;
         loadgen::tls_config(pki.ca_der(), &cert)
     };
 
     // Listeners: none and wasm-noop once; the enforcing variants per tenant count.
     let mut ports: BTreeMap<(String, usize), u16> = BTreeMap::new();
     let mut listeners = Vec::new();
-    for v in Variant::ALL {
-        let counts: Vec<usize> = if v.enforces() { tenant_counts.clone() } else { vec![0] };
+    for v in &variants {
+        let counts: Vec<usize> = if v.enforces() {
+            tenant_counts.clone()
+        } else {
+            vec![0]
+        };
         for n in counts {
             let port = envoy::free_port().map_err(|e| e.to_string())?;
             ports.insert((v.name().to_string(), n), port);
             listeners.push(ListenerSpec {
-                name: if n == 0 { v.name().to_string() } else { format!("{}-{n}", v.name()) },
+                name: if n == 0 {
+                    v.name().replace([':', '+'], "-")
+                } else {
+                    format!("{}-{n}", v.name())
+                },
                 port,
                 variant: v.clone(),
                 tenants: n,
@@ -218,17 +297,45 @@ fn run() -> Result<(), String> {
     }
     let bootstrap_path = dir.path().join("bootstrap.json");
     let bootstrap = configs::bootstrap(&listeners, &paths);
-    std::fs::write(&bootstrap_path, serde_json::to_vec(&bootstrap).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &bootstrap_path,
+        serde_json::to_vec(&bootstrap).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     let all_ports: Vec<u16> = ports.values().copied().collect();
-    eprintln!("bench-envoy: starting Envoy with {} listeners (bootstrap {} KiB)", listeners.len(), std::fs::metadata(&bootstrap_path).map(|m| m.len() / 1024).unwrap_or(0));
-    let proxy = envoy::Envoy::start(&command, dir.path(), &bootstrap_path, 1, envoy_cpu, &all_ports, 4000 + std::process::id() % 1000)?;
-    eprintln!("bench-envoy: Envoy ready in {:.1?} (pid {})", proxy.startup, proxy.pid);
+    eprintln!(
+        "bench-envoy: starting Envoy with {} listeners (bootstrap {} KiB)",
+        listeners.len(),
+        std::fs::metadata(&bootstrap_path)
+            .map(|m| m.len() / 1024)
+            .unwrap_or(0)
+    );
+    let proxy = envoy::Envoy::start(
+        &command,
+        dir.path(),
+        &bootstrap_path,
+        1,
+        envoy_cpu,
+        &all_ports,
+        4000 + std::process::id() % 1000,
+    )?;
+    eprintln!(
+        "bench-envoy: Envoy ready in {:.1?} (pid {})",
+        proxy.startup, proxy.pid
+    );
 
     // Configurations.
     let mut configs = Vec::new();
     for &n in &tenant_counts {
-        for v in Variant::ALL {
-            let picks: &[Pick] = if v.enforces() { &[Pick::Last, Pick::Middle] } else { &[Pick::Last] };
+        for v in &variants {
+            if matches!(v, Variant::Probe(_)) && n != smallest {
+                continue;
+            }
+            let picks: &[Pick] = if v.enforces() {
+                &[Pick::Last, Pick::Middle]
+            } else {
+                &[Pick::Last]
+            };
             for &pick in picks {
                 let tenant = match pick {
                     Pick::Last => mesh::rbac_last_tenant(n),
@@ -257,29 +364,54 @@ fn run() -> Result<(), String> {
         let ok = loadgen::roundtrip(&mut tls, &request_bytes(c.tenant, true, None), &mut buf)?;
         let caller = mesh::tenant_caller(c.tenant);
         let seen = ok.header(SEEN_IDENTITY).unwrap_or("").to_string();
-        let label = format!("{} {} tenants, {} tenant {}", c.variant.name(), c.tenants, c.pick.name(), c.tenant);
+        let label = format!(
+            "{} {} tenants, {} tenant {}",
+            c.variant.name(),
+            c.tenants,
+            c.pick.name(),
+            c.tenant
+        );
         if ok.status != 200 {
-            return Err(format!("{label}: sample request got {} {:?}", ok.status, String::from_utf8_lossy(&ok.body)));
+            return Err(format!(
+                "{label}: sample request got {} {:?}",
+                ok.status,
+                String::from_utf8_lossy(&ok.body)
+            ));
         }
         if c.variant.enforces() && seen != caller {
-            return Err(format!("{label}: the upstream saw x-tenant-identity {seen:?}, not {caller:?}"));
+            return Err(format!(
+                "{label}: the upstream saw x-tenant-identity {seen:?}, not {caller:?}"
+            ));
         }
         if c.variant.enforces() {
             let other = mesh::tenant_id((c.tenant + 1) % c.tenants);
-            let denied = loadgen::roundtrip(&mut tls, &request_bytes(c.tenant, false, Some(&other)), &mut buf)?;
+            let denied = loadgen::roundtrip(
+                &mut tls,
+                &request_bytes(c.tenant, false, Some(&other)),
+                &mut buf,
+            )?;
             if denied.status != 403 {
-                return Err(format!("{label}: a request with another tenant's id got {}, not 403", denied.status));
+                return Err(format!(
+                    "{label}: a request with another tenant's id got {}, not 403",
+                    denied.status
+                ));
             }
         }
     }
     eprintln!("bench-envoy: samples OK: {} configurations allow their request, set the verified identity, deny a cross-tenant id", configs.len());
 
     // Interleaved slices.
-    let rounds = ((seconds / 2.0).round() as usize).clamp(1, 15);
+    // Slices of about a second: on a shared machine a burst of someone
+    // else's work spoils a slice or two, and the median over many drops them.
+    let rounds = (seconds.round() as usize).clamp(1, 30);
     let slice = Duration::from_secs_f64(seconds / rounds as f64);
-    let warmup = Duration::from_millis(250);
+    let warmup = Duration::from_millis(150);
     let total = (slice + warmup + Duration::from_millis(30)) * (rounds * configs.len()) as u32;
-    eprintln!("bench-envoy: {} configurations x {rounds} slices of {slice:.1?} (about {:.0} s)", configs.len(), total.as_secs_f64());
+    eprintln!(
+        "bench-envoy: {} configurations x {rounds} slices of {slice:.1?} (about {:.0} s)",
+        configs.len(),
+        total.as_secs_f64()
+    );
     let cpu = || proxy.cpu();
     for round in 0..rounds {
         let n = configs.len();
@@ -287,7 +419,8 @@ fn run() -> Result<(), String> {
             // Rotate the order every round so no configuration always follows the same one.
             let i = (k + round * 7) % n;
             let c = &mut configs[i];
-            let s = loadgen::run_slice(c.port, &c.tls, &c.request, connections, warmup, slice, &cpu);
+            let s =
+                loadgen::run_slice(c.port, &c.tls, &c.request, connections, warmup, slice, &cpu);
             if s.errors > 0 {
                 return Err(format!(
                     "{} {} tenants ({}): {} errors, first: {}",
@@ -307,14 +440,21 @@ fn run() -> Result<(), String> {
 
     let mut results: BTreeMap<(usize, String, Pick), Summary> = BTreeMap::new();
     for c in &mut configs {
-        results.insert((c.tenants, c.variant.name().to_string(), c.pick), summarize(&mut c.slices));
+        results.insert(
+            (c.tenants, c.variant.name().to_string(), c.pick),
+            summarize(&mut c.slices),
+        );
     }
 
     // Memory.
     let mut memory = Vec::new();
     if !skip_memory {
-        let mut specs: Vec<(Variant, usize, u32)> = vec![(Variant::None, 0, 1), (Variant::WasmNoop, 0, 1)];
-        let (small, big) = (tenant_counts.iter().copied().min().unwrap_or(10), tenant_counts.iter().copied().max().unwrap_or(10));
+        let mut specs: Vec<(Variant, usize, u32)> =
+            vec![(Variant::None, 0, 1), (Variant::WasmNoop, 0, 1)];
+        let (small, big) = (
+            tenant_counts.iter().copied().min().unwrap_or(10),
+            tenant_counts.iter().copied().max().unwrap_or(10),
+        );
         for conc in [1u32, 2] {
             specs.push((Variant::Meshfence, small, conc));
             if big != small {
@@ -323,10 +463,29 @@ fn run() -> Result<(), String> {
         }
         for (k, (v, n, conc)) in specs.into_iter().enumerate() {
             let port = envoy::free_port().map_err(|e| e.to_string())?;
-            let spec = ListenerSpec { name: v.name().to_string(), port, variant: v.clone(), tenants: n, ruleset: rulesets.get(&n).map(Vec::as_slice).unwrap_or(&[]) };
+            let spec = ListenerSpec {
+                name: v.name().to_string(),
+                port,
+                variant: v.clone(),
+                tenants: n,
+                ruleset: rulesets.get(&n).map(Vec::as_slice).unwrap_or(&[]),
+            };
             let path = dir.path().join(format!("memory-{k}.json"));
-            std::fs::write(&path, serde_json::to_vec(&configs::bootstrap(&[spec], &paths)).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-            let e = envoy::Envoy::start(&command, dir.path(), &path, conc, envoy_cpu, &[port], 5000 + (std::process::id() % 1000) * 10 + k as u32)?;
+            std::fs::write(
+                &path,
+                serde_json::to_vec(&configs::bootstrap(&[spec], &paths))
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+            let e = envoy::Envoy::start(
+                &command,
+                dir.path(),
+                &path,
+                conc,
+                envoy_cpu,
+                &[port],
+                5000 + (std::process::id() % 1000) * 10 + k as u32,
+            )?;
             let tenant = mesh::rbac_last_tenant(n.max(10));
             let tls = tls_for(tenant)?;
             // Touch the worker's VM (and its root contexts) with real requests.
@@ -334,7 +493,8 @@ fn run() -> Result<(), String> {
                 let mut t = loadgen::connect(port, &tls)?;
                 let mut buf = Vec::new();
                 for _ in 0..25 {
-                    let r = loadgen::roundtrip(&mut t, &request_bytes(tenant, false, None), &mut buf)?;
+                    let r =
+                        loadgen::roundtrip(&mut t, &request_bytes(tenant, false, None), &mut buf)?;
                     if r.status != 200 {
                         return Err(format!("memory run {} {n}: status {}", v.name(), r.status));
                     }
@@ -366,17 +526,38 @@ fn run() -> Result<(), String> {
         "ruleset_bytes": rulesets.iter().map(|(n, b)| (n.to_string(), json!(b.len()))).collect::<serde_json::Map<_, _>>(),
         "memory": memory,
     });
-    let json_path = std::env::var("BENCH_JSON").map(PathBuf::from).unwrap_or_else(|_| target.join("bench-envoy.json"));
-    std::fs::write(&json_path, serde_json::to_string_pretty(&out_json).map_err(|e| e.to_string())? + "\n").map_err(|e| format!("write {}: {e}", json_path.display()))?;
+    let json_path = std::env::var("BENCH_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target.join("bench-envoy.json"));
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&out_json).map_err(|e| e.to_string())? + "\n",
+    )
+    .map_err(|e| format!("write {}: {e}", json_path.display()))?;
 
-    let md = report(&results, &tenant_counts, &rulesets, &memory, &envoy_version, cpus, &cpu_model, seconds, connections, rounds);
+    let md = report(
+        &results,
+        &tenant_counts,
+        &rulesets,
+        &memory,
+        &envoy_version,
+        cpus,
+        &cpu_model,
+        seconds,
+        connections,
+        rounds,
+    );
     let md_path = json_path.with_extension("md");
     std::fs::write(&md_path, &md).map_err(|e| e.to_string())?;
     println!("{md}");
     if log_errors.contains("[error]") || log_errors.contains("[critical]") {
         eprintln!("bench-envoy: Envoy's log ended with:\n{log_errors}");
     }
-    eprintln!("bench-envoy: wrote {} and {}", json_path.display(), md_path.display());
+    eprintln!(
+        "bench-envoy: wrote {} and {}",
+        json_path.display(),
+        md_path.display()
+    );
     let _ = Path::new("");
     Ok(())
 }
@@ -407,14 +588,26 @@ fn report(
     let _ = writeln!(o, "Envoy {envoy_version}; {cpus} cores ({cpu_model}); Envoy --concurrency 1 on core 0, load generator on core 1;");
     let _ = writeln!(o, "{connections} keep-alive mTLS connections, closed loop; {seconds} s per configuration in {rounds} interleaved slices; medians over slices.\n");
     let _ = writeln!(o, "| tenants | variant | request | rps | × none | × wasm-noop | p50 µs | p99 µs | Envoy CPU µs/req | slice spread | Envoy core busy | client core busy |");
-    let _ = writeln!(o, "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        o,
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for &n in tenant_counts {
         let none = get(n, "none", Pick::Last);
         let noop = get(n, "wasm-noop", Pick::Last);
-        for v in Variant::ALL {
+        for v in Variant::ALL.iter().chain(
+            configs::PROBES
+                .iter()
+                .map(|p| Variant::Probe(p))
+                .collect::<Vec<_>>()
+                .iter(),
+        ) {
             for p in [Pick::Last, Pick::Middle] {
-                let Some(s) = get(n, v.name(), p) else { continue };
-                let r = |b: Option<Summary>| b.map_or("-".into(), |b| format!("{:.2}", s.rps / b.rps));
+                let Some(s) = get(n, v.name(), p) else {
+                    continue;
+                };
+                let r =
+                    |b: Option<Summary>| b.map_or("-".into(), |b| format!("{:.2}", s.rps / b.rps));
                 let _ = writeln!(
                     o,
                     "| {n} | {} | {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.1} | {:.0}% | {:.0}% | {:.0}% |",
@@ -433,16 +626,26 @@ fn report(
             }
         }
     }
-    let _ = writeln!(o, "\nmeshfence against the others (throughput ratio, last-tenant request; middle in parentheses):\n");
-    let _ = writeln!(o, "| tenants | meshfence / none | meshfence / wasm-noop | meshfence / rbac | meshfence / lua | p99 meshfence / wasm-noop | CPU/req meshfence − wasm-noop (µs) |");
+    let _ = writeln!(o, "\nmeshfence against the others, last-tenant request (middle in parentheses). `rps` is the throughput ratio; `cpu` the capacity ratio from Envoy CPU per request (other / meshfence: requests one core can serve), which a busy shared machine disturbs less:\n");
+    let _ = writeln!(o, "| tenants | vs none rps · cpu | vs wasm-noop rps · cpu | vs rbac rps · cpu | vs lua rps · cpu | p99 / wasm-noop | CPU µs/req over wasm-noop |");
     let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|");
     for &n in tenant_counts {
         let m = |p| get(n, "meshfence", p);
         let ratio = |other: &str| -> String {
-            let one = |p: Pick| -> Option<f64> { Some(m(p)?.rps / get(n, other, if other == "none" || other == "wasm-noop" { Pick::Last } else { p })?.rps) };
+            let base = |p: Pick| {
+                if other == "none" || other == "wasm-noop" {
+                    Pick::Last
+                } else {
+                    p
+                }
+            };
+            let one = |p: Pick| -> Option<(f64, f64)> {
+                let (a, b) = (m(p)?, get(n, other, base(p))?);
+                Some((a.rps / b.rps, b.cpu / a.cpu))
+            };
             match (one(Pick::Last), one(Pick::Middle)) {
-                (Some(a), Some(b)) => format!("{a:.2} ({b:.2})"),
-                (Some(a), None) => format!("{a:.2}"),
+                (Some(a), Some(b)) => format!("{:.2} ({:.2}) · {:.2} ({:.2})", a.0, b.0, a.1, b.1),
+                (Some(a), None) => format!("{:.2} · {:.2}", a.0, a.1),
                 _ => "-".into(),
             }
         };
@@ -451,42 +654,183 @@ fn report(
             _ => "-".into(),
         };
         let cpu = match (m(Pick::Last), get(n, "wasm-noop", Pick::Last)) {
-            (Some(a), Some(b)) => format!("{:.1}", a.cpu - b.cpu),
+            (Some(a), Some(b)) => format!("{:+.1}", a.cpu - b.cpu),
             _ => "-".into(),
         };
-        let _ = writeln!(o, "| {n} | {} | {} | {} | {} | {p99} | {cpu} |", ratio("none"), ratio("wasm-noop"), ratio("rbac"), ratio("lua"));
+        let _ = writeln!(
+            o,
+            "| {n} | {} | {} | {} | {} | {p99} | {cpu} |",
+            ratio("none"),
+            ratio("wasm-noop"),
+            ratio("rbac"),
+            ratio("lua")
+        );
     }
-    let (small, big) = (tenant_counts.iter().copied().min().unwrap_or(0), tenant_counts.iter().copied().max().unwrap_or(0));
+    let (small, big) = (
+        tenant_counts.iter().copied().min().unwrap_or(0),
+        tenant_counts.iter().copied().max().unwrap_or(0),
+    );
+    if get(small, "probe:san", Pick::Last).is_some() {
+        let _ = writeln!(o, "\nWhere the time goes ({small} tenants): Envoy CPU per request of wasm filters that make only meshfence's host calls, cumulative (`benches/wasm-probe`), against wasm-noop:\n");
+        let _ = writeln!(
+            o,
+            "| filter | Envoy CPU µs/req | − wasm-noop | − previous step | rps × wasm-noop |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|");
+        let noop = get(small, "wasm-noop", Pick::Last);
+        let mut prev = noop;
+        for name in [
+            "wasm-noop",
+            "probe:san",
+            "probe:san+headers",
+            "probe:san+headers+add",
+            "probe:san+headers+add+counter",
+            "meshfence",
+            "probe:san+4-header-gets+add",
+        ] {
+            let Some(x) = get(small, name, Pick::Last) else {
+                continue;
+            };
+            let d = |b: Option<Summary>| b.map_or("-".into(), |b| format!("{:+.1}", x.cpu - b.cpu));
+            let r = noop.map_or("-".into(), |b| format!("{:.2}", x.rps / b.rps));
+            let _ = writeln!(
+                o,
+                "| {name} | {:.1} | {} | {} | {r} |",
+                x.cpu,
+                d(noop),
+                d(prev)
+            );
+            prev = Some(x);
+        }
+    }
     let scale = |v: &str| match (get(big, v, Pick::Last), get(small, v, Pick::Last)) {
-        (Some(a), Some(b)) => format!("{:.2}", a.rps / b.rps),
+        (Some(a), Some(b)) => format!("{:.2} rps · {:.2} cpu", a.rps / b.rps, b.cpu / a.cpu),
         _ => "-".into(),
     };
-    let _ = writeln!(o, "\nScaling {big} tenants / {small} tenants (last tenant): meshfence {}, rbac {}, lua {}.", scale("meshfence"), scale("rbac"), scale("lua"));
+    let _ = writeln!(
+        o,
+        "\nScaling {big} tenants / {small} tenants (last tenant): meshfence {}; rbac {}; lua {}.",
+        scale("meshfence"),
+        scale("rbac"),
+        scale("lua")
+    );
 
     // Goals (issue 6).
     let g = |n: usize, v: &str| get(n, v, Pick::Last);
-    let goal = |name: &str, value: Option<f64>, target: f64, higher: bool| -> String {
+    let goal = |name: &str, value: Option<(f64, f64)>, target: f64, higher: bool| -> String {
+        let met = |x: f64| {
+            if (higher && x >= target) || (!higher && x <= target) {
+                "met"
+            } else {
+                "NOT met"
+            }
+        };
         match value {
-            Some(x) => format!("| {name} | {x:.2} | {} {target} | {} |", if higher { "≥" } else { "≤" }, if (higher && x >= target) || (!higher && x <= target) { "met" } else { "NOT met" }),
-            None => format!("| {name} | - | {target} | not measured |"),
+            Some((x, c)) => format!(
+                "| {name} | {x:.2} | {} | {c:.2} | {} | {} {target} |",
+                met(x),
+                met(c),
+                if higher { "≥" } else { "≤" }
+            ),
+            None => format!("| {name} | - | not measured | - | - | {target} |"),
         }
     };
-    let rps_ratio = |a: Option<Summary>, b: Option<Summary>| Some(a?.rps / b?.rps);
-    let _ = writeln!(o, "\nGoals (issue 6), last-tenant request:\n");
-    let _ = writeln!(o, "| goal | measured | target | |");
-    let _ = writeln!(o, "|---|---:|---:|---|");
-    let _ = writeln!(o, "{}", goal("meshfence / wasm-noop at 10", rps_ratio(g(10, "meshfence"), g(10, "wasm-noop")), 0.90, true));
-    let _ = writeln!(o, "{}", goal("meshfence / lua at 10", rps_ratio(g(10, "meshfence"), g(10, "lua")), 1.0, true));
-    let _ = writeln!(o, "{}", goal("meshfence / rbac at 1,000", rps_ratio(g(1000, "meshfence"), g(1000, "rbac")), 3.0, true));
-    let _ = writeln!(o, "{}", goal("meshfence / rbac at 10,000", rps_ratio(g(10000, "meshfence"), g(10000, "rbac")), 10.0, true));
-    let _ = writeln!(o, "{}", goal("meshfence 10,000 / meshfence 10", rps_ratio(g(10000, "meshfence"), g(10, "meshfence")), 0.90, true));
-    let worst_p99 = tenant_counts.iter().filter_map(|&n| Some(g(n, "meshfence")?.p99 / g(n, "wasm-noop")?.p99)).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
-    let _ = writeln!(o, "{}", goal("p99 meshfence / wasm-noop (worst tenant count)", worst_p99, 1.2, false));
+    let rps_ratio =
+        |a: Option<Summary>, b: Option<Summary>| Some((a?.rps / b?.rps, b?.cpu / a?.cpu));
+    let _ = writeln!(o, "\nGoals (issue 6), last-tenant request; by throughput (the issue's measure) and by Envoy CPU per request:\n");
+    let _ = writeln!(o, "| goal | rps ratio | | CPU ratio | | target |");
+    let _ = writeln!(o, "|---|---:|---|---:|---|---:|");
+    let _ = writeln!(
+        o,
+        "{}",
+        goal(
+            "meshfence / wasm-noop at 10",
+            rps_ratio(g(10, "meshfence"), g(10, "wasm-noop")),
+            0.90,
+            true
+        )
+    );
+    let _ = writeln!(
+        o,
+        "{}",
+        goal(
+            "meshfence / lua at 10",
+            rps_ratio(g(10, "meshfence"), g(10, "lua")),
+            1.0,
+            true
+        )
+    );
+    let _ = writeln!(
+        o,
+        "{}",
+        goal(
+            "meshfence / rbac at 1,000",
+            rps_ratio(g(1000, "meshfence"), g(1000, "rbac")),
+            3.0,
+            true
+        )
+    );
+    let _ = writeln!(
+        o,
+        "{}",
+        goal(
+            "meshfence / rbac at 10,000",
+            rps_ratio(g(10000, "meshfence"), g(10000, "rbac")),
+            10.0,
+            true
+        )
+    );
+    let _ = writeln!(
+        o,
+        "{}",
+        goal(
+            "meshfence 10,000 / meshfence 10",
+            rps_ratio(g(10000, "meshfence"), g(10, "meshfence")),
+            0.90,
+            true
+        )
+    );
+    let worst_p99 = tenant_counts
+        .iter()
+        .filter_map(|&n| {
+            Some((
+                g(n, "meshfence")?.p99 / g(n, "wasm-noop")?.p99,
+                g(n, "meshfence")?.p50 / g(n, "wasm-noop")?.p50,
+            ))
+        })
+        .fold(None, |a: Option<(f64, f64)>, x| {
+            Some(a.map_or(x, |a| (a.0.max(x.0), a.1.max(x.1))))
+        });
+    let _ = writeln!(
+        o,
+        "{}",
+        goal(
+            "p99 (p50 in the CPU column) meshfence / wasm-noop, worst tenant count",
+            worst_p99,
+            1.2,
+            false
+        )
+    );
 
-    let _ = writeln!(o, "\nRuleset size: {}.", rulesets.iter().map(|(n, b)| format!("{n} tenants {} bytes ({:.0} B/tenant)", b.len(), b.len() as f64 / *n as f64)).collect::<Vec<_>>().join("; "));
+    let _ = writeln!(
+        o,
+        "\nRuleset size: {}.",
+        rulesets
+            .iter()
+            .map(|(n, b)| format!(
+                "{n} tenants {} bytes ({:.0} B/tenant)",
+                b.len(),
+                b.len() as f64 / *n as f64
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     if !memory.is_empty() {
         let _ = writeln!(o, "\nMemory (Envoy VmRSS with only that listener, after 100+ requests; wasm VMs = workers + 2):\n");
-        let _ = writeln!(o, "| listener | tenants | --concurrency | wasm VMs | VmRSS MiB | ready in s |");
+        let _ = writeln!(
+            o,
+            "| listener | tenants | --concurrency | wasm VMs | VmRSS MiB | ready in s |"
+        );
         let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
         for m in memory {
             let _ = writeln!(
