@@ -69,6 +69,8 @@ pub struct Options {
     /// Per request and connection.
     pub timeout: Duration,
     pub startup_timeout: Duration,
+    /// For sending every request; what is left after it counts as failed.
+    pub deadline: Duration,
     /// The command that runs Envoy; `None`: `scripts/envoy.sh` / `$ENVOY`.
     pub envoy: Option<Vec<String>>,
     pub concurrency: u32,
@@ -85,6 +87,7 @@ impl Options {
             only: Vec::new(),
             timeout: Duration::from_secs(10),
             startup_timeout: Duration::from_secs(90),
+            deadline: Duration::from_secs(600),
             envoy: None,
             concurrency: 2,
         }
@@ -992,6 +995,7 @@ fn send_all(opts: &Options, envoy: &DiffEnvoy, cases: &[Prepared]) -> Vec<Outcom
             .insert(caller.clone(), made.clone());
         made.map(Some)
     };
+    let deadline = Instant::now() + opts.deadline;
     std::thread::scope(|s| {
         for _ in 0..opts.threads.max(1) {
             s.spawn(|| loop {
@@ -1010,25 +1014,43 @@ fn send_all(opts: &Options, envoy: &DiffEnvoy, cases: &[Prepared]) -> Vec<Outcom
                         };
                         (a.clone(), a)
                     }
+                    Ok(_) if Instant::now() > deadline => {
+                        let a = Answer {
+                            status: 0,
+                            upstream: false,
+                            body: String::new(),
+                            error: Some(format!(
+                                "not sent: the run's {:?} deadline passed",
+                                opts.deadline
+                            )),
+                        };
+                        (a.clone(), a)
+                    }
                     Ok(tls) => {
-                        let t0 = Instant::now();
-                        let a = client::exchange(
-                            Side::Istio.addr(case, req.port),
-                            tls.clone(),
-                            &bytes,
-                            opts.timeout,
-                        );
-                        let t1 = Instant::now();
-                        let b = client::exchange(
-                            Side::Meshfence.addr(case, req.port),
-                            tls,
-                            &bytes,
-                            opts.timeout,
-                        );
-                        if std::env::var_os("MESHFENCE_DIFFERENTIAL_TIMING").is_some() {
-                            eprintln!("{:?} {:?} {}", t1 - t0, t1.elapsed(), describe(req));
-                        }
-                        (a, b)
+                        // A connection that got no response at all (a reset
+                        // under load) is tried again, twice at most.
+                        let send = |side: Side| {
+                            let mut answer = client::exchange(
+                                side.addr(case, req.port),
+                                tls.clone(),
+                                &bytes,
+                                opts.timeout,
+                            );
+                            for _ in 0..2 {
+                                if answer.error.is_none() {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
+                                answer = client::exchange(
+                                    side.addr(case, req.port),
+                                    tls.clone(),
+                                    &bytes,
+                                    opts.timeout,
+                                );
+                            }
+                            answer
+                        };
+                        (send(Side::Istio), send(Side::Meshfence))
                     }
                 };
                 results
