@@ -271,6 +271,7 @@ pub fn run(opts: &Options, out: &mut dyn std::io::Write) -> Result<Report, Strin
     let started = Instant::now();
     let outcomes = send_all(opts, &envoy, &prepared);
     let elapsed = started.elapsed();
+    let known = known_differences(opts, &envoy, &prepared);
     drop(envoy);
 
     let mut per_case = Vec::new();
@@ -322,6 +323,9 @@ pub fn run(opts: &Options, out: &mut dyn std::io::Write) -> Result<Report, Strin
     }
     for n in &not_exercised {
         let _ = writeln!(out, "not exercised: {n}");
+    }
+    for k in &known {
+        let _ = writeln!(out, "{k}");
     }
     let _ = writeln!(
         out,
@@ -462,6 +466,87 @@ fn without_experimental(
         ));
     }
     Ok((compiled.ruleset, notes))
+}
+
+/// Probes for the differences DIFFERENCES.md documents, with certificates
+/// the main run never uses: each line says whether the documented difference
+/// showed. Informational: not counted as passed or failed.
+fn known_differences(opts: &Options, envoy: &DiffEnvoy, cases: &[Prepared]) -> Vec<String> {
+    use crate::envoy::Identity;
+    let probes: [(&str, Identity, Verdict, Verdict, &str); 3] = [
+        (
+            "deny-and-allow",
+            Identity::Uris(vec!["spiffe://other".into(), "spiffe://allow".into()]),
+            Verdict::Allow,
+            Verdict::Deny,
+            "second URI SAN matches the ALLOW: Envoy matches any URI SAN, the filter sees the first",
+        ),
+        (
+            "deny-and-allow",
+            Identity::Uris(vec!["spiffe://allow".into(), "spiffe://deny".into()]),
+            Verdict::Deny,
+            Verdict::Allow,
+            "second URI SAN matches the DENY: a second SAN would walk around a DENY under meshfence",
+        ),
+        (
+            "trust-domain-wildcard-in-principal",
+            Identity::NoUriSan,
+            Verdict::Allow,
+            Verdict::Deny,
+            "no URI SAN, DNS SAN client.localhost: Envoy matches principals [\"*\"] (.+) on the DNS SAN",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, identity, want_istio, want_mesh, what) in probes {
+        let Some(c) = cases.iter().find(|c| c.case.name == name) else {
+            continue;
+        };
+        let req = GenRequest {
+            from: Caller::TlsNoCert,
+            method: "GET".into(),
+            path: "/".into(),
+            host: "example.com".into(),
+            port: requests::DEFAULT_PORT,
+            headers: Vec::new(),
+        };
+        if !c.ports.contains(&req.port) {
+            continue;
+        }
+        let tls = match envoy
+            .pki
+            .client(identity.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|cert| client::tls_config(envoy.pki.ca_der(), Some(&cert)))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(format!(
+                    "known difference ({name}, {identity:?}): no certificate: {e}"
+                ));
+                continue;
+            }
+        };
+        let bytes = frame(&req);
+        let a = client::exchange(
+            Side::Istio.addr(c.index, req.port),
+            Some(tls.clone()),
+            &bytes,
+            opts.timeout,
+        );
+        let b = client::exchange(
+            Side::Meshfence.addr(c.index, req.port),
+            Some(tls),
+            &bytes,
+            opts.timeout,
+        );
+        let (va, vb) = (a.verdict(), b.verdict());
+        let shown = va == want_istio && vb == want_mesh;
+        out.push(format!(
+            "known difference {} ({name}, certificate {identity:?}): {what}: istio RBAC {va:?}, meshfence {vb:?}",
+            if shown { "confirmed" } else { "NOT as documented" }
+        ));
+    }
+    out
 }
 
 /// Makes a generated request one Envoy takes to its filters, or says why
