@@ -276,7 +276,7 @@ pub fn namespaces_in(s: &str) -> impl Iterator<Item = &str> {
     let bytes = s.as_bytes();
     let mut from = 0usize;
     core::iter::from_fn(move || loop {
-        let i = from + memchr::memmem::find(bytes.get(from..)?, b"/ns/")?;
+        let i = from + crate::matching::find_bytes(bytes.get(from..)?, b"/ns/")?;
         let start = i + 4;
         from = i + 1;
         let seg_len = memchr::memchr(b'/', bytes.get(start..)?)?;

@@ -29,15 +29,10 @@ impl<'a> SpiffeId<'a> {
             return None;
         }
         let rest = uri.strip_prefix(SPIFFE_PREFIX)?;
-        let mut parts = rest.split('/');
-        let td = parts.next()?;
-        let ns_kw = parts.next()?;
-        let ns = parts.next()?;
-        let sa_kw = parts.next()?;
-        let sa = parts.next()?;
-        if parts.next().is_some() || ns_kw != "ns" || sa_kw != "sa" {
-            return None;
-        }
+        let (td, rest) = rest.split_once('/')?;
+        let (ns, rest) = rest.strip_prefix("ns/")?.split_once('/')?;
+        // `sa` may not hold another '/': `is_segment` refuses it below.
+        let sa = rest.strip_prefix("sa/")?;
         let td_ok = !td.is_empty()
             && td
                 .bytes()

@@ -49,12 +49,25 @@ fn find(hay: &[u8], needle: &[u8], from: usize, ci: bool) -> Option<usize> {
     if needle.is_empty() {
         return Some(from);
     }
-    let at = if ci {
-        rest.windows(needle.len()).position(|w| eq(w, needle, true))
-    } else {
-        memchr::memmem::find(rest, needle)
-    };
-    at.map(|i| i + from)
+    if ci {
+        return rest
+            .windows(needle.len())
+            .position(|w| eq(w, needle, true))
+            .map(|i| i + from);
+    }
+    // Values and literals are short (a SAN, a path): candidates by first byte,
+    // then one comparison each, beats a searcher's setup.
+    let (&first, tail) = needle.split_first()?;
+    let last_start = rest.len().checked_sub(needle.len())?;
+    let window = rest.get(..=last_start)?;
+    memchr::memchr_iter(first, window)
+        .find(|&i| rest.get(i + 1..i + needle.len()) == Some(tail))
+        .map(|i| i + from)
+}
+
+/// The first index at which `needle` occurs in `hay` (case-sensitive).
+pub fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    find(hay, needle, 0, false)
 }
 
 /// Matches a whole value against literal text and wildcards.

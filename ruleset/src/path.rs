@@ -70,15 +70,17 @@ pub fn check_strict(path: &str) -> Result<(), PathProblem> {
     }
     // Segments after the leading '/': a trailing '/' leaves one empty final
     // segment, which is allowed ("/a/" is unambiguous).
-    let rest = p.get(1..).unwrap_or_default();
-    let mut segments = rest.split(|&b| b == b'/').peekable();
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        match seg {
-            b"." | b".." => return Err(PathProblem::DotSegment),
-            b"" if !last => return Err(PathProblem::EmptySegment),
+    let mut start = 1usize;
+    for slash in memchr::memchr_iter(b'/', p).skip(1) {
+        match p.get(start..slash) {
+            Some(b"." | b"..") => return Err(PathProblem::DotSegment),
+            Some(b"") => return Err(PathProblem::EmptySegment),
             _ => {}
         }
+        start = slash + 1;
+    }
+    if let Some(b"." | b"..") = p.get(start..) {
+        return Err(PathProblem::DotSegment);
     }
     Ok(())
 }
