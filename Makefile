@@ -70,7 +70,7 @@ e2e: wasm $(MESHFENCE) envoy
 	echo "e2e: every cases file passed"
 
 differential: wasm envoy
-	ENVOY="$$(scripts/envoy.sh)" $(CARGO) run -q -p wasm-test-harness --features differential --bin differential -- --cases $(CASES)
+	ENVOY="$$(scripts/envoy.sh)" $(CARGO) run -q -p meshfence-differential -- --cases $(CASES)
 
 test: unit wasm32-test e2e differential
 

@@ -14,11 +14,8 @@ use crate::diagnostics::{Errors, Location};
 use crate::explain::{self, check_ip, RequestSpec, WorkloadSpec};
 use crate::source::{self, index, join, Node, Reader, Value};
 
-/// The real-Envoy runner of wasm-test-harness, compiled in from its source
-/// (see compiler/Cargo.toml for why it is not a dependency).
-#[path = "../../wasm-test-harness/src/envoy/mod.rs"]
-#[allow(dead_code, clippy::all)]
-pub mod envoy;
+/// The real-Envoy runner (wasm-test-harness, feature `envoy`).
+pub use wasm_test_harness::envoy;
 pub mod envoy_run;
 
 /// A whole cases file.

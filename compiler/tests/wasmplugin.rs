@@ -346,7 +346,11 @@ fn validate(manifest: &Value) -> Vec<String> {
         errs.push(format!("kind {} is not {kind}", manifest["kind"]));
     }
     for k in ["name", "namespace"] {
-        if manifest["metadata"][k].as_str().unwrap_or_default().is_empty() {
+        if manifest["metadata"][k]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+        {
             errs.push(format!("metadata.{k} is missing"));
         }
     }

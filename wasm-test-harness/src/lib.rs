@@ -6,6 +6,3 @@ pub mod host;
 
 #[cfg(feature = "envoy")]
 pub mod envoy;
-
-#[cfg(feature = "differential")]
-pub mod differential;

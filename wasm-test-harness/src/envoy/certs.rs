@@ -65,11 +65,13 @@ impl std::fmt::Debug for CallerCert {
 }
 
 impl CallerCert {
-    pub(crate) fn chain(&self) -> Vec<CertificateDer<'static>> {
+    /// The certificate chain a client presents (the leaf alone).
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
         vec![self.cert_der.clone()]
     }
 
-    pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
+    /// The leaf's private key.
+    pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.as_ref().clone()))
     }
 }

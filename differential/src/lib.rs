@@ -1,5 +1,5 @@
 //! Differential testing against Envoy's own RBAC filter on Istio's golden
-//! corpus (issue 5).
+//! corpus (`make differential`).
 //!
 //! For every HTTP, non-CUSTOM case of a `CASES.yaml` (Istio's
 //! `testdata/builder/`), one Envoy runs, per case and per destination port the
@@ -43,10 +43,10 @@ use meshfence_ruleset::ir::{
 };
 use serde_json::{json, Value as Json};
 
-use crate::envoy::Pki;
 use client::{Answer, Verdict};
 use corpus::Case;
 use requests::{Caller, GenRequest, Literals};
+use wasm_test_harness::envoy::Pki;
 
 /// The workload of Istio's builder tests.
 pub const NAMESPACE: &str = "foo";
@@ -472,7 +472,7 @@ fn without_experimental(
 /// the main run never uses: each line says whether the documented difference
 /// showed. Informational: not counted as passed or failed.
 fn known_differences(opts: &Options, envoy: &DiffEnvoy, cases: &[Prepared]) -> Vec<String> {
-    use crate::envoy::Identity;
+    use wasm_test_harness::envoy::Identity;
     let probes: [(&str, Identity, Verdict, Verdict, &str); 3] = [
         (
             "deny-and-allow",
@@ -744,7 +744,7 @@ impl DiffEnvoy {
     fn start(opts: &Options, cases: &[Prepared]) -> Result<DiffEnvoy, String> {
         let command = match &opts.envoy {
             Some(c) => c.clone(),
-            None => crate::envoy::envoy_command().map_err(|e| e.to_string())?,
+            None => wasm_test_harness::envoy::envoy_command().map_err(|e| e.to_string())?,
         };
         let dir = tempfile::Builder::new()
             .prefix("meshfence-differential-")

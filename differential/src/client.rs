@@ -11,7 +11,7 @@ use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use crate::envoy::CallerCert;
+use wasm_test_harness::envoy::CallerCert;
 
 /// The response header the route adds: the request passed every filter and
 /// reached the end of the chain (the "upstream").

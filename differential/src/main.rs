@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use wasm_test_harness::differential::{run, Options};
+use meshfence_differential::{run, Options};
 use wasm_test_harness::envoy::{filter_wasm, repo_root};
 
 fn usage(msg: &str) -> ExitCode {
