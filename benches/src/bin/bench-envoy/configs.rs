@@ -193,6 +193,12 @@ fn http_filters(l: &ListenerSpec<'_>, paths: &Paths<'_>) -> Vec<Value> {
     }
 }
 
+/// `BENCH_MESHFENCE_CONFIG=bytes`: the raw ruleset in a BytesValue, the
+/// workload from node metadata, instead of JSON.
+fn raw_bytes_config() -> bool {
+    std::env::var("BENCH_MESHFENCE_CONFIG").is_ok_and(|v| v == "bytes")
+}
+
 enum Plugin<'a> {
     Ruleset(&'a [u8]),
     Text(&'a str),
@@ -211,6 +217,16 @@ fn wasm_filter(plugin: &str, vm_id: &str, wasm: &Path, configuration: Option<Plu
     if let Some(Plugin::Text(text)) = configuration {
         config["configuration"] =
             json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": text});
+    }
+    if let Some(Plugin::Ruleset(bytes)) = configuration.as_ref().filter(|_| raw_bytes_config()) {
+        config["configuration"] = json!({
+            "@type": "type.googleapis.com/google.protobuf.BytesValue",
+            "value": base64::engine::general_purpose::STANDARD.encode(bytes)
+        });
+        return json!({
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}
+        });
     }
     if let Some(Plugin::Ruleset(bytes)) = configuration {
         // The shape an Istio WasmPlugin's pluginConfig arrives in: JSON with
