@@ -511,7 +511,8 @@ fn run() -> Result<(), String> {
     // Output.
     let out_json = json!({
         "envoy": envoy_version,
-        "seconds": seconds,
+        // An integer when whole, as the issue writes it (`"seconds": 10`).
+        "seconds": if seconds.fract() == 0.0 && seconds < 1e9 { json!(seconds as u64) } else { json!(seconds) },
         "results": configs.iter().filter(|c| c.pick == Pick::Last).map(|c| {
             let s = results[&(c.tenants, c.variant.name().to_string(), c.pick)];
             json!({"variant": c.variant.name(), "tenants": c.tenants, "rps": round1(s.rps), "p50_us": round1(s.p50), "p99_us": round1(s.p99), "cpu_us_per_req": round2(s.cpu)})
