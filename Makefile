@@ -24,7 +24,7 @@ MESHFENCE := $(TARGET_DIR)/debug/meshfence
 BENCH_SECONDS ?= 10
 CASES ?= ../shared/istio/testdata/builder/CASES.yaml
 
-.PHONY: demo test unit wasm wasm-target wasm32-test e2e differential bench bench-envoy fmt lint envoy clean-tools
+.PHONY: demo test unit wasm wasm-target wasm32-test e2e e2e-cases differential bench bench-envoy fmt lint envoy clean-tools
 
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -41,20 +41,26 @@ envoy:
 demo: wasm $(MESHFENCE) envoy
 	@MESHFENCE="$(MESHFENCE)" WASM="$(WASM)" ENVOY="$$(scripts/envoy.sh)" scripts/demo.sh
 
-unit: wasm
-	$(CARGO) test --workspace --all-features
+# Every cargo test of the workspace, the real-Envoy ones included (they find
+# Envoy through scripts/envoy.sh, which installs it on first use).
+unit: wasm envoy
+	ENVOY="$$(scripts/envoy.sh)" MESHFENCE_WASM="$(abspath $(WASM))" $(CARGO) test --workspace --all-features
 
 wasm32-test: wasm-target
 	@scripts/wasm32-tests.sh
 
-# The runner's own Envoy tests (filter behaviour, the fail-closed facts of
-# DESIGN section 10), then every cases file of examples/ and of the attack
-# suite e2e/ through `meshfence test --envoy` (one Envoy per file), and the
-# path tricks again under Istio's default path normalization (the filter must
-# not depend on the mesh normalizing well). Every file runs; the recipe fails
-# if any case failed.
+# The end-to-end suite against a real Envoy: the runner's own Envoy tests
+# (filter behaviour, the fail-closed facts of DESIGN section 10), then the
+# cases files.
 e2e: wasm $(MESHFENCE) envoy
 	ENVOY="$$(scripts/envoy.sh)" MESHFENCE_WASM="$(abspath $(WASM))" $(CARGO) test -p wasm-test-harness --features envoy --test 'envoy_*'
+	@$(MAKE) --no-print-directory e2e-cases
+
+# Every cases file of examples/ and of the attack suite e2e/ through
+# `meshfence test --envoy` (one Envoy per file), and the path tricks again
+# under Istio's default path normalization (the filter must not depend on the
+# mesh normalizing well). Every file runs; the recipe fails if any case failed.
+e2e-cases: wasm $(MESHFENCE) envoy
 	@export ENVOY="$$(scripts/envoy.sh)"; failed=""; \
 	for suite in examples e2e; do \
 	  for c in $$suite/cases/*.yaml; do \
@@ -72,7 +78,8 @@ e2e: wasm $(MESHFENCE) envoy
 differential: wasm envoy
 	ENVOY="$$(scripts/envoy.sh)" $(CARGO) run -q -p meshfence-differential -- --cases $(CASES)
 
-test: unit wasm32-test e2e differential
+# `unit` already ran the runner's Envoy tests; `e2e-cases` adds the cases files.
+test: unit wasm32-test e2e-cases differential
 
 bench:
 	$(CARGO) bench -p meshfence-benches --bench hot_path
