@@ -279,7 +279,7 @@ pub fn namespaces_in(s: &str) -> impl Iterator<Item = &str> {
         let i = from + crate::matching::find_bytes(bytes.get(from..)?, b"/ns/")?;
         let start = i + 4;
         from = i + 1;
-        let seg_len = memchr::memchr(b'/', bytes.get(start..)?)?;
+        let seg_len = bytes.get(start..)?.iter().position(|&b| b == b'/')?;
         if seg_len > 0 {
             return s.get(start..start + seg_len);
         }

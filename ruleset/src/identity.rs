@@ -29,15 +29,11 @@ impl<'a> SpiffeId<'a> {
             return None;
         }
         let rest = uri.strip_prefix(SPIFFE_PREFIX)?;
-        let (td, rest) = rest.split_once('/')?;
-        let (ns, rest) = rest.strip_prefix("ns/")?.split_once('/')?;
-        // `sa` may not hold another '/': `is_segment` refuses it below.
-        let sa = rest.strip_prefix("sa/")?;
-        let td_ok = !td.is_empty()
-            && td
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b));
-        if !td_ok || !is_segment(ns) || !is_segment(sa) {
+        // One pass: each part runs to the next '/' and holds only its bytes.
+        let (td, rest) = take_part(rest, TRUST_DOMAIN_BYTE)?;
+        let (ns, rest) = take_part(rest?.strip_prefix("ns/")?, SEGMENT_BYTE)?;
+        let (sa, rest) = take_part(rest?.strip_prefix("sa/")?, SEGMENT_BYTE)?;
+        if rest.is_some() || [ns, sa].iter().any(|s| *s == "." || *s == "..") {
             return None;
         }
         Some(SpiffeId {
@@ -48,12 +44,58 @@ impl<'a> SpiffeId<'a> {
     }
 }
 
-fn is_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b))
+/// A non-empty run of `class` bytes at the start of `s`, and what follows the
+/// '/' that ends it (`None` when the run ends the string). `None` when the run
+/// is empty or stops at a byte that is neither of the class nor '/'.
+fn take_part(s: &str, class: u8) -> Option<(&str, Option<&str>)> {
+    let mut end = s.len();
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if b == b'/' {
+            end = i;
+            break;
+        }
+        if !byte_is(b, class) {
+            return None;
+        }
+    }
+    if end == 0 {
+        return None;
+    }
+    let part = s.get(..end)?;
+    let rest = if end == s.len() {
+        None
+    } else {
+        Some(s.get(end + 1..)?)
+    };
+    Some((part, rest))
+}
+
+/// Bit flags per byte: which bytes a trust domain and a path segment may hold.
+const TRUST_DOMAIN_BYTE: u8 = 1;
+const SEGMENT_BYTE: u8 = 2;
+// Built at compile time: an index out of range would fail the build, not a request.
+#[allow(clippy::indexing_slicing)]
+const SPIFFE_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let common = c.is_ascii_digit() || c == b'.' || c == b'-' || c == b'_';
+        if common || c.is_ascii_lowercase() {
+            t[b] |= TRUST_DOMAIN_BYTE;
+        }
+        if common || c.is_ascii_alphabetic() {
+            t[b] |= SEGMENT_BYTE;
+        }
+        b += 1;
+    }
+    t
+};
+
+fn byte_is(b: u8, class: u8) -> bool {
+    SPIFFE_BYTES
+        .get(usize::from(b))
+        .is_some_and(|&f| f & class != 0)
 }
 
 /// The Istio principal for a peer URI SAN: the URI without `spiffe://`.
@@ -213,6 +255,13 @@ mod tests {
         );
         for bad in [
             "spiffe://cluster.local/ns/a/sa/b/c",
+            "spiffe://cluster.local/ns/a/sa/b/",
+            "spiffe://cluster.local/ns/a/",
+            "spiffe://cluster.local/ns/a",
+            "spiffe://cluster.local/",
+            "spiffe://cluster.local",
+            "spiffe://cluster.local/ns/./sa/b",
+            "spiffe://cluster.local/ns/a/sa/..",
             "spiffe://Cluster.local/ns/a/sa/b",
             "spiffe://cluster.local/ns/a/sa/",
             "spiffe://cluster.local/ns/../sa/b",

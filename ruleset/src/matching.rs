@@ -56,13 +56,16 @@ fn find(hay: &[u8], needle: &[u8], from: usize, ci: bool) -> Option<usize> {
             .map(|i| i + from);
     }
     // Values and literals are short (a SAN, a path): candidates by first byte,
-    // then one comparison each, beats a searcher's setup.
+    // then one comparison each, beats any searcher's setup.
     let (&first, tail) = needle.split_first()?;
     let last_start = rest.len().checked_sub(needle.len())?;
     let window = rest.get(..=last_start)?;
-    memchr::memchr_iter(first, window)
-        .find(|&i| rest.get(i + 1..i + needle.len()) == Some(tail))
-        .map(|i| i + from)
+    window
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == first)
+        .find(|&(i, _)| rest.get(i + 1..i + needle.len()) == Some(tail))
+        .map(|(i, _)| i + from)
 }
 
 /// The first index at which `needle` occurs in `hay` (case-sensitive).
@@ -81,7 +84,7 @@ pub fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// the literal could leave the `[^/]*` a region without `/`): such patterns
 /// go to [`pattern_matches_general`].
 pub fn pattern_matches(pieces: &[PatternPiece], value: &[u8], ci: bool) -> bool {
-    if memchr::memchr(b'\n', value).is_some() {
+    if value.contains(&b'\n') {
         return false;
     }
     if !greedy_is_exact(pieces) {
@@ -228,7 +231,7 @@ fn region_fits(wild: &PatternPiece, region: Option<&[u8]>) -> bool {
 /// Istio's service-account matcher: `spiffe://.+/ns/NS/(.+/|)sa/SA(/.+)?`.
 pub fn service_account_matches(uri: &str, namespace: &str, name: &str) -> bool {
     let uri = uri.as_bytes();
-    if memchr::memchr(b'\n', uri).is_some() {
+    if uri.contains(&b'\n') {
         return false;
     }
     let Some(rest) = uri.strip_prefix(b"spiffe://".as_slice()) else {

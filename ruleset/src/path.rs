@@ -38,8 +38,60 @@ impl PathProblem {
 
 /// The path without its query and fragment: what path rules match.
 pub fn path_for_matching(path: &str) -> &str {
-    let end = path.find(['?', '#']).unwrap_or(path.len());
+    let end = path
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
     path.get(..end).unwrap_or(path)
+}
+
+/// What a path byte means to the `strict` check.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ByteClass {
+    Plain,
+    Slash,
+    Percent,
+    Semicolon,
+    Backslash,
+    Control,
+}
+
+/// The class of every byte, so the check reads each byte once with one load.
+// Built at compile time: an index out of range would fail the build, not a request.
+#[allow(clippy::indexing_slicing)]
+const BYTE_CLASS: [ByteClass; 256] = {
+    let mut t = [ByteClass::Plain; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'/' => ByteClass::Slash,
+            b'%' => ByteClass::Percent,
+            b';' => ByteClass::Semicolon,
+            b'\\' => ByteClass::Backslash,
+            0..=0x1f | 0x7f..=0xff => ByteClass::Control,
+            _ => ByteClass::Plain,
+        };
+        b += 1;
+    }
+    t
+};
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The problem of one segment (between slashes), if any.
+fn segment_problem(seg: Option<&[u8]>, last: bool) -> Option<PathProblem> {
+    match seg {
+        Some(b"." | b"..") => Some(PathProblem::DotSegment),
+        Some(b"") if !last => Some(PathProblem::EmptySegment),
+        _ => None,
+    }
 }
 
 /// Checks a request path (query and fragment are ignored) under `strict`.
@@ -48,41 +100,45 @@ pub fn check_strict(path: &str) -> Result<(), PathProblem> {
     if p.first() != Some(&b'/') {
         return Err(PathProblem::NotAbsolute);
     }
-    for (i, &b) in p.iter().enumerate() {
-        match b {
-            b'\\' => return Err(PathProblem::Backslash),
-            b';' => return Err(PathProblem::Semicolon),
-            b'%' => {
-                let hex = p.get(i + 1..i + 3).ok_or(PathProblem::EncodedSeparator)?;
-                let (Some(h), Some(l)) = (
-                    hex.first().and_then(|c| (*c as char).to_digit(16)),
-                    hex.get(1).and_then(|c| (*c as char).to_digit(16)),
-                ) else {
-                    return Err(PathProblem::EncodedSeparator);
+    // One pass. A byte problem anywhere outranks a segment problem, so the
+    // first segment problem is kept until the end.
+    let mut segment = None;
+    let mut start = 1usize;
+    let mut i = 1usize;
+    while let Some(&b) = p.get(i) {
+        match BYTE_CLASS
+            .get(usize::from(b))
+            .copied()
+            .unwrap_or(ByteClass::Control)
+        {
+            ByteClass::Plain => {}
+            ByteClass::Slash => {
+                if segment.is_none() {
+                    segment = segment_problem(p.get(start..i), false);
+                }
+                start = i + 1;
+            }
+            ByteClass::Percent => {
+                let value = match (p.get(i + 1), p.get(i + 2)) {
+                    (Some(&h), Some(&l)) => hex_value(h).zip(hex_value(l)).map(|(h, l)| h * 16 + l),
+                    _ => None,
                 };
-                if matches!(h * 16 + l, 0x2f | 0x5c | 0x2e | 0x00) {
+                if matches!(value, None | Some(0x2f | 0x5c | 0x2e | 0x00)) {
                     return Err(PathProblem::EncodedSeparator);
                 }
             }
-            0..=0x1f | 0x7f..=0xff => return Err(PathProblem::ControlCharacter),
-            _ => {}
+            ByteClass::Semicolon => return Err(PathProblem::Semicolon),
+            ByteClass::Backslash => return Err(PathProblem::Backslash),
+            ByteClass::Control => return Err(PathProblem::ControlCharacter),
         }
+        i += 1;
     }
-    // Segments after the leading '/': a trailing '/' leaves one empty final
-    // segment, which is allowed ("/a/" is unambiguous).
-    let mut start = 1usize;
-    for slash in memchr::memchr_iter(b'/', p).skip(1) {
-        match p.get(start..slash) {
-            Some(b"." | b"..") => return Err(PathProblem::DotSegment),
-            Some(b"") => return Err(PathProblem::EmptySegment),
-            _ => {}
-        }
-        start = slash + 1;
+    // A trailing '/' leaves one empty final segment, which is allowed ("/a/"
+    // is unambiguous).
+    match segment.or_else(|| segment_problem(p.get(start..), true)) {
+        Some(problem) => Err(problem),
+        None => Ok(()),
     }
-    if let Some(b"." | b"..") = p.get(start..) {
-        return Err(PathProblem::DotSegment);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
