@@ -359,8 +359,6 @@ fn the_filter_refuses_what_istio_default_normalization_leaves() {
 }
 
 #[test]
-#[ignore = "filter bug: it reads node.metadata.NAMESPACE, which Envoy 1.40 reports NotFound; \
-            the node is xds.node (envoy_host_facts.rs); run with --ignored once fixed"]
 fn a_raw_bytes_configuration_takes_the_workload_from_node_metadata() {
     // Istio's way: the ruleset alone in the configuration, the workload in
     // node metadata (NAMESPACE, LABELS).
