@@ -226,7 +226,7 @@ impl Root {
                 ffi::log(
                     ffi::LOG_INFO,
                     &format!(
-                        "meshfence: ruleset loaded for workload {}: {} policies in the ruleset, \
+                        "meshfence: ruleset loaded for workload {}: {} policies apply, \
                          {} rules checked for every caller, {} caller namespaces indexed",
                         shared.workload,
                         shared.loaded.borrow_owner().policies.len(),
@@ -266,10 +266,6 @@ fn load(size: usize, metrics: Metrics) -> Result<Shared, String> {
         workload,
     } = config::parse(&raw).map_err(|e| format!("{e}"))?;
     drop(raw);
-    let ruleset =
-        wire::from_bytes(&bytes).map_err(|e| format!("the ruleset does not validate: {e}"))?;
-    // Every VM of every worker holds a copy: keep only the decoded form.
-    drop(bytes);
     let spec = match workload {
         Some(spec) => spec,
         None => workload_from_node()?,
@@ -283,6 +279,11 @@ fn load(size: usize, metrics: Metrics) -> Result<Shared, String> {
         namespace: &spec.namespace,
         labels: &labels,
     };
+    // Every record is validated; only this workload's policies are built, so
+    // each VM of each worker holds its own rules and nothing else.
+    let ruleset = wire::from_bytes_for_workload(&bytes, &workload)
+        .map_err(|e| format!("the ruleset does not validate: {e}"))?;
+    drop(bytes);
     let needs = Needs::of(&ruleset, &workload);
     let loaded = Loaded::new(ruleset, |rs| rs.for_workload(&workload));
     let mut name = spec.namespace.clone();

@@ -153,12 +153,24 @@ pub struct WorkloadPolicy<'r> {
 impl Policy {
     /// Whether this policy applies to the workload's sidecar.
     pub fn applies_to(&self, workload: &Workload<'_>, root_namespace: &str) -> bool {
-        (self.namespace == workload.namespace || self.namespace == root_namespace)
-            && self
-                .selector
-                .iter()
-                .all(|(k, v)| workload.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        let selector = self.selector.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        applies_to(&self.namespace, selector, workload, root_namespace)
     }
+}
+
+/// Whether a policy of `namespace` with `selector` applies to the workload's
+/// sidecar: it is in the workload's namespace or the root namespace, and every
+/// selector pair is among the workload's labels.
+pub fn applies_to<'s>(
+    namespace: &str,
+    selector: impl IntoIterator<Item = (&'s str, &'s str)>,
+    workload: &Workload<'_>,
+    root_namespace: &str,
+) -> bool {
+    (namespace == workload.namespace || namespace == root_namespace)
+        && selector
+            .into_iter()
+            .all(|(k, v)| workload.labels.iter().any(|&(lk, lv)| lk == k && lv == v))
 }
 
 impl Ruleset {

@@ -9,7 +9,9 @@
 
 mod common;
 
-use meshfence_ruleset::format::{from_bytes, layout, to_bytes, DecodeError};
+use meshfence_ruleset::format::{
+    from_bytes, from_bytes_for_workload, layout, to_bytes, DecodeError,
+};
 use meshfence_ruleset::ir::*;
 use meshfence_ruleset::{HeaderList, Request, Workload};
 use proptest::strategy::{Strategy, ValueTree};
@@ -124,9 +126,24 @@ fn samples() -> Vec<Ruleset> {
 /// run and that encodes back to bytes that decode to it.
 fn survive(bytes: &[u8]) -> Result<(), DecodeError> {
     let _ = layout(bytes);
-    let rs = from_bytes(bytes)?;
-    assert_eq!(from_bytes(&to_bytes(&rs)).as_ref(), Ok(&rs));
     let labels = [("app", "collector")];
+    // Loading for one workload validates exactly as much: the same verdict.
+    let one = Workload {
+        namespace: "shared",
+        labels: &labels,
+    };
+    let for_one = from_bytes_for_workload(bytes, &one);
+    let rs = match from_bytes(bytes) {
+        Ok(rs) => {
+            assert!(for_one.is_ok(), "{for_one:?}");
+            rs
+        }
+        Err(e) => {
+            assert_eq!(for_one, Err(e.clone()));
+            return Err(e);
+        }
+    };
+    assert_eq!(from_bytes(&to_bytes(&rs)).as_ref(), Ok(&rs));
     let headers = [("x-tenant-id", "tenant-a")];
     let hl = HeaderList(&headers);
     for ns in ["shared", "foo"] {

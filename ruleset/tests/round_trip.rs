@@ -6,7 +6,8 @@
 
 mod common;
 
-use meshfence_ruleset::format::{from_bytes, layout, to_bytes, Section};
+use meshfence_ruleset::format::{from_bytes, from_bytes_for_workload, layout, to_bytes, Section};
+use meshfence_ruleset::{Ruleset, Workload};
 use proptest::prelude::*;
 
 proptest! {
@@ -18,6 +19,26 @@ proptest! {
         let back = from_bytes(&bytes);
         prop_assert_eq!(back.as_ref(), Ok(&rs));
         prop_assert_eq!(to_bytes(&back.unwrap()), bytes);
+    }
+
+    #[test]
+    fn loading_for_a_workload_keeps_exactly_its_policies(
+        rs in common::ruleset(),
+        (ns, labels) in common::workload(),
+    ) {
+        let labels: Vec<(&str, &str)> =
+            labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let w = Workload { namespace: &ns, labels: &labels };
+        let want = Ruleset {
+            mesh: rs.mesh.clone(),
+            policies: rs
+                .policies
+                .iter()
+                .filter(|p| p.applies_to(&w, &rs.mesh.root_namespace))
+                .cloned()
+                .collect(),
+        };
+        prop_assert_eq!(from_bytes_for_workload(&to_bytes(&rs), &w), Ok(want));
     }
 
     #[test]

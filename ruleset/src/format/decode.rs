@@ -9,6 +9,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use crate::eval::{applies_to, Workload};
+
 use super::{
     checksum, tag, DecodeError, Layout, Section, SectionLayout, ALIGNMENT, DIRECTORY_ENTRY_LEN,
     ENDIANNESS_MARKER, HEADER_LEN, LABEL, MAX_SHARED_STRING_LEN, VERSION,
@@ -188,6 +190,20 @@ fn padding_is_nonzero(bytes: &[u8], from: usize, to: usize) -> bool {
 /// evaluator relies on (FORMAT.md, "Validation"). Never panics; allocates only
 /// after a count has been checked against the bytes that hold its records.
 pub fn from_bytes(bytes: &[u8]) -> Result<Ruleset> {
+    decode(bytes, None)
+}
+
+/// Like [`from_bytes`], validating every record of the ruleset just as
+/// thoroughly, but keeping only the policies that apply to `workload` (and the
+/// mesh settings): what one sidecar needs. The others are checked without
+/// being built, so loading costs little more than reading the bytes, and a
+/// VM holds only its own workload's rules. Rule references in the decisions
+/// of the result index its own, shorter, policy list.
+pub fn from_bytes_for_workload(bytes: &[u8], workload: &Workload<'_>) -> Result<Ruleset> {
+    decode(bytes, Some(workload))
+}
+
+fn decode(bytes: &[u8], workload: Option<&Workload<'_>>) -> Result<Ruleset> {
     let layout = read_layout(bytes)?;
     let mut d = Decoder {
         bytes,
@@ -195,12 +211,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Ruleset> {
         cursors: [0; 10],
         string_bytes: 0,
         string_refs: 0,
+        build: true,
     };
     for (slot, s) in d.sections.iter_mut().zip(layout.sections.iter()) {
         *slot = (s.offset, s.records);
     }
     let mesh = d.mesh()?;
-    let policies = d.policies()?;
+    let policies = d.policies(workload, &mesh.root_namespace)?;
     for &section in &Section::ALL {
         if section == Section::Strings || section == Section::Mesh {
             continue;
@@ -285,6 +302,8 @@ struct Decoder<'a> {
     /// Bytes of strings decoded so far, and references read (the budget).
     string_bytes: usize,
     string_refs: usize,
+    /// Build what is decoded (else only validate it: no allocation).
+    build: bool,
 }
 
 impl<'a> Decoder<'a> {
@@ -347,7 +366,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads the `(offset, length)` string reference at `at` in `rec`.
-    fn string(&mut self, rec: &Rec<'_>, at: usize) -> Result<String> {
+    fn string(&mut self, rec: &Rec<'_>, at: usize) -> Result<&'a str> {
         let start = rec.u32(at)?;
         let len = rec.u32(at + 4)?;
         let field = rec.offset + at;
@@ -383,11 +402,35 @@ impl<'a> Decoder<'a> {
             .bytes
             .get(table + start as usize..table + end)
             .ok_or(oob)?;
-        let s = core::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 {
+        core::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8 {
             section: rec.section.name(),
             offset: field,
-        })?;
-        Ok(String::from(s))
+        })
+    }
+
+    /// An owned copy of a validated string, when building.
+    fn own(&self, s: &str) -> String {
+        if self.build {
+            String::from(s)
+        } else {
+            String::new()
+        }
+    }
+
+    /// Room for `n` items, when building (validating allocates nothing).
+    fn room<T>(&self, n: usize) -> Vec<T> {
+        if self.build {
+            Vec::with_capacity(n)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Keeps a decoded item, when building.
+    fn keep<T>(&self, out: &mut Vec<T>, item: T) {
+        if self.build {
+            out.push(item);
+        }
     }
 
     /// A string reference that must be empty (`0, 0`) because the record's
@@ -398,21 +441,23 @@ impl<'a> Decoder<'a> {
 
     fn names(&mut self, rec: &Rec<'_>, at: usize) -> Result<Vec<String>> {
         let range = self.range(rec, at, Section::Names)?;
-        let mut out = Vec::with_capacity(range.len());
+        let mut out = self.room(range.len());
         for i in range {
             let r = self.record(Section::Names, i)?;
-            out.push(self.string(&r, 0)?);
+            let name = self.string(&r, 0)?;
+            let name = self.own(name);
+            self.keep(&mut out, name);
         }
         Ok(out)
     }
 
     fn mesh(&mut self) -> Result<MeshSettings> {
         let r = self.record(Section::Mesh, 0)?;
-        let trust_domain = self.string(&r, 0)?;
+        let trust_domain = self.string(&r, 0)?.into();
         let trust_domain_aliases = self.names(&r, 8)?;
-        let root_namespace = self.string(&r, 16)?;
+        let root_namespace = self.string(&r, 16)?.into();
         let header_name = self.string(&r, 24)?;
-        if !is_header_name(&header_name) {
+        if !is_header_name(header_name) {
             return Err(
                 r.invalid("the identity header name is not a non-empty lower-case header name")
             );
@@ -440,14 +485,14 @@ impl<'a> Decoder<'a> {
         }
         r.zero(38, 40, "reserved bytes are not zero")?;
         let trusted_forwarders = self.names(&r, 40)?;
-        let deny_body = self.string(&r, 48)?;
+        let deny_body = self.string(&r, 48)?.into();
         r.zero(56, 64, "reserved bytes are not zero")?;
         Ok(MeshSettings {
             trust_domain,
             trust_domain_aliases,
             root_namespace,
             identity_header: IdentityHeader {
-                name: header_name,
+                name: header_name.into(),
                 value,
             },
             trusted_forwarders,
@@ -458,19 +503,32 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    fn policies(&mut self) -> Result<Vec<Policy>> {
+    /// Every policy, or with a workload only those that apply to it (the
+    /// others are validated, not built).
+    fn policies(
+        &mut self,
+        workload: Option<&Workload<'_>>,
+        root_namespace: &str,
+    ) -> Result<Vec<Policy>> {
         let n = self.count(Section::Policies);
         if let Some(c) = self.cursors.get_mut(Section::Policies.index()) {
             *c = n;
         }
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(if workload.is_some() { 0 } else { n });
         for i in 0..n {
-            out.push(self.policy(i)?);
+            if let Some(policy) = self.policy(i, workload, root_namespace)? {
+                out.push(policy);
+            }
         }
         Ok(out)
     }
 
-    fn policy(&mut self, i: usize) -> Result<Policy> {
+    fn policy(
+        &mut self,
+        i: usize,
+        workload: Option<&Workload<'_>>,
+        root_namespace: &str,
+    ) -> Result<Option<Policy>> {
         let r = self.record(Section::Policies, i)?;
         let name = self.string(&r, 0)?;
         let namespace = self.string(&r, 8)?;
@@ -483,26 +541,41 @@ impl<'a> Decoder<'a> {
         let dry_run = r.flag(17, "dry-run flag")?;
         r.zero(18, 20, "reserved bytes are not zero")?;
         let sel = self.range(&r, 20, Section::Selectors)?;
-        let mut selector = Vec::with_capacity(sel.len());
+        let mut selector: Vec<(&str, &str)> = Vec::with_capacity(sel.len());
         for j in sel {
             let s = self.record(Section::Selectors, j)?;
             let k = self.string(&s, 0)?;
             let v = self.string(&s, 8)?;
             selector.push((k, v));
         }
-        let rules_range = self.range(&r, 28, Section::Rules)?;
-        let mut rules = Vec::with_capacity(rules_range.len());
-        for j in rules_range {
-            rules.push(self.rule(j)?);
+        let wanted = workload
+            .is_none_or(|w| applies_to(namespace, selector.iter().copied(), w, root_namespace));
+        self.build = wanted;
+        let rules_range = self.range(&r, 28, Section::Rules);
+        let rules = rules_range.and_then(|range| {
+            let mut rules = self.room(range.len());
+            for j in range {
+                let rule = self.rule(j)?;
+                self.keep(&mut rules, rule);
+            }
+            Ok(rules)
+        });
+        self.build = true;
+        let rules = rules?;
+        if !wanted {
+            return Ok(None);
         }
-        Ok(Policy {
-            name,
-            namespace,
+        Ok(Some(Policy {
+            name: name.into(),
+            namespace: namespace.into(),
             action,
             dry_run,
-            selector,
+            selector: selector
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             rules,
-        })
+        }))
     }
 
     fn rule(&mut self, i: usize) -> Result<Rule> {
@@ -517,21 +590,21 @@ impl<'a> Decoder<'a> {
         let range = self.range(r, at, Section::Conjunctions)?;
         // Take the ranges of all the records first (they are contiguous),
         // then decode their clauses in order.
-        let mut out = Vec::with_capacity(range.len());
-        let recs: Vec<Rec<'a>> = range
-            .map(|j| self.record(Section::Conjunctions, j))
-            .collect::<Result<_>>()?;
-        for c in &recs {
-            out.push(self.clauses(c, 0)?);
+        let mut out = self.room(range.len());
+        for j in range {
+            let c = self.record(Section::Conjunctions, j)?;
+            let clauses = self.clauses(&c, 0)?;
+            self.keep(&mut out, clauses);
         }
         Ok(out)
     }
 
     fn clauses(&mut self, r: &Rec<'_>, at: usize) -> Result<Conjunction> {
         let range = self.range(r, at, Section::Clauses)?;
-        let mut out = Vec::with_capacity(range.len());
+        let mut out = self.room(range.len());
         for j in range {
-            out.push(self.clause(j)?);
+            let clause = self.clause(j)?;
+            self.keep(&mut out, clause);
         }
         Ok(out)
     }
@@ -557,17 +630,17 @@ impl<'a> Decoder<'a> {
         let attribute = match attribute {
             Attribute::Header(_) => {
                 let name = self.string(&r, 4)?;
-                if !is_header_name(&name) {
+                if !is_header_name(name) {
                     return Err(r.invalid("header name is not a non-empty lower-case header name"));
                 }
-                Attribute::Header(name)
+                Attribute::Header(self.own(name))
             }
             Attribute::RequestAuth(_) => {
                 let key = self.string(&r, 4)?;
                 if key.is_empty() || key.chars().any(char::is_control) {
                     return Err(r.invalid("request-auth key is empty or has control characters"));
                 }
-                Attribute::RequestAuth(key)
+                Attribute::RequestAuth(self.own(key))
             }
             other => {
                 self.no_string(&r, 4)?;
@@ -576,9 +649,10 @@ impl<'a> Decoder<'a> {
         };
         let kind = attribute_kind(&attribute);
         let range = self.range(&r, 12, Section::Values)?;
-        let mut values = Vec::with_capacity(range.len());
+        let mut values = self.room(range.len());
         for j in range {
-            values.push(self.value(j, kind)?);
+            let value = self.value(j, kind)?;
+            self.keep(&mut values, value);
         }
         Ok(Clause {
             attribute,
@@ -620,6 +694,7 @@ impl<'a> Decoder<'a> {
         let value = match t {
             tag::V_EXACT | tag::V_PREFIX | tag::V_SUFFIX | tag::V_CONTAINS => {
                 let text = self.string(&r, 4)?;
+                let text = self.own(text);
                 r.zero(12, 20, "unused payload is not zero")?;
                 s(match t {
                     tag::V_EXACT => StrMatchKind::Exact(text),
@@ -635,17 +710,16 @@ impl<'a> Decoder<'a> {
             tag::V_PATTERN => {
                 r.zero(12, 20, "unused payload is not zero")?;
                 let range = self.range(&r, 4, Section::Pieces)?;
-                let mut pieces = Vec::with_capacity(range.len());
+                let mut pieces = self.room(range.len());
+                let mut prev_wild = false;
                 for j in range {
                     let piece = self.piece(j)?;
                     let wild = !matches!(piece, PatternPiece::Literal(_));
-                    let prev_wild = pieces
-                        .last()
-                        .is_some_and(|p| !matches!(p, PatternPiece::Literal(_)));
                     if wild && prev_wild {
                         return Err(r.invalid("pattern has two wildcards in a row"));
                     }
-                    pieces.push(piece);
+                    prev_wild = wild;
+                    self.keep(&mut pieces, piece);
                 }
                 s(StrMatchKind::Pattern(pieces))
             }
@@ -653,12 +727,15 @@ impl<'a> Decoder<'a> {
                 let namespace = self.string(&r, 4)?;
                 let name = self.string(&r, 12)?;
                 let ok = |s: &str| !s.is_empty() && !s.contains('\n');
-                if !ok(&namespace) || !ok(&name) {
+                if !ok(namespace) || !ok(name) {
                     return Err(
                         r.invalid("service account namespace or name is empty or has a newline")
                     );
                 }
-                ValueMatch::ServiceAccount { namespace, name }
+                ValueMatch::ServiceAccount {
+                    namespace: self.own(namespace),
+                    name: self.own(name),
+                }
             }
             tag::V_CIDR => {
                 if small > 128 {
@@ -678,10 +755,10 @@ impl<'a> Decoder<'a> {
             tag::V_PATH_TEMPLATE => {
                 let t = self.string(&r, 4)?;
                 r.zero(12, 20, "unused payload is not zero")?;
-                if let Err(reason) = check_template(&t) {
+                if let Err(reason) = check_template(t) {
                     return Err(r.invalid(reason));
                 }
-                ValueMatch::PathTemplate(t)
+                ValueMatch::PathTemplate(self.own(t))
             }
             v => return Err(r.bad_tag("value kind", u32::from(v))),
         };
@@ -701,7 +778,7 @@ impl<'a> Decoder<'a> {
                 if lit.contains('\n') {
                     return Err(r.invalid("pattern literal contains a newline"));
                 }
-                PatternPiece::Literal(lit)
+                PatternPiece::Literal(self.own(lit))
             }
             tag::P_ANY_RUN => PatternPiece::AnyRun,
             tag::P_ANY_NON_EMPTY_RUN => PatternPiece::AnyNonEmptyRun,

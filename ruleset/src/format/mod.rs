@@ -11,7 +11,7 @@ mod error;
 
 use alloc::vec::Vec;
 
-pub use decode::from_bytes;
+pub use decode::{from_bytes, from_bytes_for_workload};
 pub use encode::to_bytes;
 pub use error::DecodeError;
 
