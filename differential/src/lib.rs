@@ -628,13 +628,7 @@ fn listing(case: &str, ruleset: &Ruleset, out: &mut Vec<String>) {
     for p in &ruleset.policies {
         for (i, rule) in p.rules.iter().enumerate() {
             let name = format!("{case}: ns[{}]-policy[{}]-rule[{i}]", p.namespace, p.name);
-            let clauses = rule
-                .from
-                .iter()
-                .chain(rule.to.iter())
-                .flatten()
-                .chain(rule.when.iter());
-            for c in clauses {
+            for c in rule.clauses() {
                 let (what, probe): (&str, Option<Ipv4Addr>) = match &c.attribute {
                     Attribute::SourceIp => (
                         "source IP (ipBlocks / source.ip)",
@@ -720,19 +714,6 @@ impl Side {
     }
 }
 
-/// Runs Envoy as a child of a small shell that stops it when our end of its
-/// stdin closes (also when this process dies without cleaning up).
-const WRAPPER: &str = r#"exec 3<&0
-"$@" </dev/null &
-pid=$!
-{ read -r _ <&3; kill -TERM "$pid" 2>/dev/null; sleep 3; kill -KILL "$pid" 2>/dev/null; } &
-watcher=$!
-wait "$pid"
-status=$?
-kill "$watcher" 2>/dev/null
-exit "$status"
-"#;
-
 struct DiffEnvoy {
     dir: tempfile::TempDir,
     pki: Pki,
@@ -764,7 +745,7 @@ impl DiffEnvoy {
         let log2 = log.try_clone().map_err(|e| format!("envoy.log: {e}"))?;
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(WRAPPER)
+            .arg(wasm_test_harness::envoy::WRAPPER)
             .arg("meshfence-differential-envoy")
             .args(&command)
             .arg("-c")

@@ -44,7 +44,7 @@ use core::fmt::Write as _;
 
 use meshfence_ruleset::eval::Cause;
 use meshfence_ruleset::identity::principal_of;
-use meshfence_ruleset::request::parse_ip;
+use meshfence_ruleset::request::{join_copies, parse_ip};
 use meshfence_ruleset::{
     format as wire, Attribute, Decision, Headers, IdentityValue, Request, RuleRef, Ruleset,
     Workload, WorkloadPolicy,
@@ -176,13 +176,7 @@ impl Needs {
             .iter()
             .filter(|p| p.applies_to(workload, &ruleset.mesh.root_namespace));
         for rule in applying.flat_map(|p| p.rules.iter()) {
-            let clauses = rule
-                .from
-                .iter()
-                .chain(rule.to.iter())
-                .flatten()
-                .chain(rule.when.iter());
-            for clause in clauses {
+            for clause in rule.clauses() {
                 match clause.attribute {
                     Attribute::SourceIp | Attribute::RemoteIp => needs.source_address = true,
                     Attribute::DestinationIp => needs.destination_address = true,
@@ -449,22 +443,11 @@ impl<'a> Scan<'a> {
 
 impl Headers for HostHeaders<'_> {
     fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut copies = self
-            .pairs
-            .values(name.as_bytes())
-            .filter_map(|v| core::str::from_utf8(v).ok());
-        let first = copies.next()?;
-        match copies.next() {
-            None => Some(Cow::Borrowed(first)),
-            Some(second) => {
-                let mut joined = String::from(first);
-                for v in core::iter::once(second).chain(copies) {
-                    joined.push(',');
-                    joined.push_str(v);
-                }
-                Some(Cow::Owned(joined))
-            }
-        }
+        join_copies(
+            self.pairs
+                .values(name.as_bytes())
+                .filter_map(|v| core::str::from_utf8(v).ok()),
+        )
     }
 
     fn first_with_count(&self, name: &str) -> Option<(&str, usize)> {

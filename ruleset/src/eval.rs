@@ -213,7 +213,7 @@ impl Ruleset {
                     }
                     None => group.always.push(at),
                 }
-                for clause in clauses_of(rule) {
+                for clause in rule.clauses() {
                     if let Attribute::Header(name) = &clause.attribute {
                         if !wp.header_names.contains(&name.as_str()) {
                             wp.header_names.push(name.as_str());
@@ -224,14 +224,6 @@ impl Ruleset {
         }
         wp
     }
-}
-
-fn clauses_of(rule: &Rule) -> impl Iterator<Item = &Clause> {
-    rule.from
-        .iter()
-        .chain(rule.to.iter())
-        .flatten()
-        .chain(rule.when.iter())
 }
 
 /// The namespaces a rule requires of its caller, when it requires one: every

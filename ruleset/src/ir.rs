@@ -280,6 +280,17 @@ impl StrMatch {
     }
 }
 
+impl Rule {
+    /// Every clause of the rule: its sources', its operations' and its conditions'.
+    pub fn clauses(&self) -> impl Iterator<Item = &Clause> {
+        self.from
+            .iter()
+            .chain(self.to.iter())
+            .flatten()
+            .chain(self.when.iter())
+    }
+}
+
 impl Clause {
     pub fn new(attribute: Attribute, values: Vec<ValueMatch>) -> Self {
         Clause {

@@ -39,25 +39,31 @@ pub trait Headers {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HeaderList<'a>(pub &'a [(&'a str, &'a str)]);
 
+/// A header's copies as Envoy's header matcher reads them: joined by `,`, in
+/// order; borrowed when there is one copy, `None` when there is none.
+pub fn join_copies<'a>(mut copies: impl Iterator<Item = &'a str>) -> Option<Cow<'a, str>> {
+    let first = copies.next()?;
+    match copies.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = String::from(first);
+            for v in core::iter::once(second).chain(copies) {
+                joined.push(',');
+                joined.push_str(v);
+            }
+            Some(Cow::Owned(joined))
+        }
+    }
+}
+
 impl Headers for HeaderList<'_> {
     fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut copies = self
-            .0
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v);
-        let first = copies.next()?;
-        match copies.next() {
-            None => Some(Cow::Borrowed(first)),
-            Some(second) => {
-                let mut joined = String::from(first);
-                for v in core::iter::once(second).chain(copies) {
-                    joined.push(',');
-                    joined.push_str(v);
-                }
-                Some(Cow::Owned(joined))
-            }
-        }
+        join_copies(
+            self.0
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v),
+        )
     }
 
     fn first_with_count(&self, name: &str) -> Option<(&str, usize)> {

