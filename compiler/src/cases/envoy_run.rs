@@ -25,7 +25,6 @@
 //! says so, rather than passing or failing for the wrong reason.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use meshfence_ruleset::ir::Ruleset;
 
@@ -147,26 +146,7 @@ pub fn find_wasm(explicit: Option<&Path>) -> Result<PathBuf, String> {
         );
     };
     eprintln!("meshfence: building the filter (cargo build -p meshfence-filter --target wasm32-unknown-unknown --release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "-p",
-            "meshfence-filter",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--release",
-        ])
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .status()
-        .map_err(|e| format!("run {cargo}: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "building the filter failed ({status}); is the wasm32-unknown-unknown target installed (rustup target add wasm32-unknown-unknown)?"
-        ));
-    }
+    wasm_test_harness::filter_build::build_filter()?;
     built_wasm(Some(&root))
         .ok_or_else(|| "cargo built the filter, but its .wasm is not where expected".into())
 }

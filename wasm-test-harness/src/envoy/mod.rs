@@ -1012,21 +1012,9 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
-/// The built filter: `$MESHFENCE_WASM`, else
-/// `$CARGO_TARGET_DIR` (or `target/`)`/wasm32-unknown-unknown/release/meshfence_filter.wasm`.
-/// `None` if no such file exists; build it with
-/// `cargo build -p meshfence-filter --target wasm32-unknown-unknown --release`.
+/// The built filter: `$MESHFENCE_WASM`, else the one in `$CARGO_TARGET_DIR`
+/// (or `target/`); `None` if there is none (build it with
+/// [`crate::filter_build::build_filter`]).
 pub fn filter_wasm() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MESHFENCE_WASM") {
-        return Some(PathBuf::from(p)).filter(|p| p.exists());
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    let target = if target.is_relative() {
-        repo_root().join(target)
-    } else {
-        target
-    };
-    Some(target.join("wasm32-unknown-unknown/release/meshfence_filter.wasm")).filter(|p| p.exists())
+    crate::filter_build::built_filter()
 }

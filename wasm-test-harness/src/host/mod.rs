@@ -522,7 +522,7 @@ pub fn interface(wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), HostError> {
 /// The filter `.wasm`, built once per test process with
 /// `cargo build -p meshfence-filter --target wasm32-unknown-unknown --release`
 /// into the active target directory (`CARGO_TARGET_DIR` or the workspace's
-/// `target/`), so tests never run a stale build. `MESHFENCE_FILTER_WASM`
+/// `target/`), so tests never run a stale build. `MESHFENCE_WASM`
 /// names a prebuilt file instead.
 pub fn filter_wasm() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -530,44 +530,8 @@ pub fn filter_wasm() -> Result<PathBuf, String> {
 }
 
 fn build_filter() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("MESHFENCE_FILTER_WASM") {
+    if let Some(path) = std::env::var_os("MESHFENCE_WASM") {
         return Ok(PathBuf::from(path));
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("no workspace directory")?
-        .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace.join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .current_dir(&workspace)
-        .env("CARGO_TARGET_DIR", &target)
-        .args([
-            "build",
-            "-p",
-            "meshfence-filter",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--release",
-        ])
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("building the filter failed: {status}"));
-    }
-    let path = target.join("wasm32-unknown-unknown/release/meshfence_filter.wasm");
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!("{} was not built", path.display()))
-    }
+    crate::filter_build::build_filter()
 }

@@ -3,14 +3,13 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use meshfence_ruleset::format::to_bytes;
 use meshfence_ruleset::{
     Action, Attribute, Clause, MeshSettings, Policy, Rule, Ruleset, StrMatch, ValueMatch,
 };
-use wasm_test_harness::envoy::{filter_wasm, repo_root, EnvoyConfig, PluginConfigFormat, Workload};
+use wasm_test_harness::envoy::{filter_wasm, EnvoyConfig, PluginConfigFormat, Workload};
 
 pub const TD: &str = "cluster.local";
 pub const ALICE: &str = "spiffe://cluster.local/ns/tenant-a/sa/app";
@@ -25,21 +24,7 @@ pub fn wasm() -> PathBuf {
         if let Some(p) = filter_wasm() {
             return p;
         }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(repo_root())
-            .args([
-                "build",
-                "-p",
-                "meshfence-filter",
-                "--target",
-                "wasm32-unknown-unknown",
-                "--release",
-            ])
-            .status()
-            .expect("run cargo build for the filter");
-        assert!(status.success(), "building the filter failed");
-        filter_wasm().expect("the filter .wasm after building it")
+        wasm_test_harness::filter_build::build_filter().unwrap_or_else(|e| panic!("{e}"))
     })
     .clone()
 }
