@@ -33,8 +33,15 @@ if [ "$installed" != "$version" ]; then
 fi
 
 if ! command -v node >/dev/null 2>&1; then
-  echo "wasm32-tests: node is required" >&2
-  exit 2
+  # The test runner executes the wasm under Node. Install Debian's when we can.
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "wasm32-tests: installing Node.js (Debian package nodejs)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
+  fi
+  if ! command -v node >/dev/null 2>&1; then
+    echo "wasm32-tests: node is required (install Node.js 18 or newer)" >&2
+    exit 2
+  fi
 fi
 if command -v rustup >/dev/null 2>&1 &&
   ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
