@@ -1,44 +1,19 @@
 //! The `meshfence` binary, run as users run it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use meshfence_ruleset::format;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshfence");
+mod support;
+use support::{run, stderr, stdout, write};
+
 const BUILDER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/istio/testdata/builder/http"
 );
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run meshfence")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A fresh, empty scratch folder for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("cli")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+    support::scratch("cli", name)
 }
 
 const TENANTS: &str = r#"

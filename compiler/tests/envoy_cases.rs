@@ -5,43 +5,21 @@
 //! command itself when missing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshfence");
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+mod support;
+use support::{run_in_repo, stderr, stdout, write, REPO};
 
 fn repo(p: &str) -> String {
     Path::new(REPO).join(p).display().to_string()
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .current_dir(REPO)
-        .args(args)
-        .output()
-        .expect("run meshfence")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    run_in_repo(args)
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("envoy-cases")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
+    support::scratch("envoy-cases", name)
 }
 
 fn cases_files(dir: &str) -> Vec<String> {

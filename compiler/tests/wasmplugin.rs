@@ -12,25 +12,22 @@
 //! met on the way, is an error: nothing is skipped silently.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine as _;
 use meshfence_compiler::source::{self, Node, Value as Y};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_meshfence");
+mod support;
+use support::run_in_repo;
+
 const CRD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../shared/istio/crds/wasmplugins.extensions.istio.io.yaml"
 );
-const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .current_dir(REPO)
-        .args(args)
-        .output()
-        .expect("run meshfence")
+    run_in_repo(args)
 }
 
 fn to_json(n: &Node) -> Value {

@@ -946,10 +946,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The repository root, as this crate was built from it.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    crate::filter_build::workspace_root()
 }
 
 /// The command that runs Envoy, found once per process: `$ENVOY` (a binary or
